@@ -1,0 +1,58 @@
+"""Settings of the retrieval package: where Qdrant is, how to chunk, which embedding model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+SearchMode = Literal["hybrid", "dense", "sparse"]
+
+
+class QdrantSettings(BaseModel):
+    """Embedded local mode at `path` by default; set `url` for a Qdrant server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Path("lorag-data/qdrant")
+    url: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    collection_prefix: str = Field("lorag", pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class ChunkingSettings(BaseModel):
+    """Chunk sizes in tokens of the embedding model's tokenizer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(200, ge=16, le=8192)
+    overlap_tokens: int = Field(32, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> ChunkingSettings:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        return self
+
+
+class EmbeddingSettings(BaseModel):
+    """A sentence-transformers model: a name, a local path, or the offline default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(64, ge=1)
+    device: str = "cpu"
+
+
+class RetrievalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    qdrant: QdrantSettings = QdrantSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    max_file_mb: float = Field(20.0, gt=0)
+    k: int = Field(5, ge=1, le=100)
+    mode: SearchMode = "hybrid"

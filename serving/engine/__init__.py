@@ -1,0 +1,1 @@
+"""Text-generation engines behind the server: vLLM in production, transformers+PEFT as the reference."""
