@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lorag.commands import common, retrieval
+from lorag.commands import common, config, retrieval
 
 app = typer.Typer(
     name="lorag",
@@ -37,6 +37,7 @@ def _root(
 
 
 retrieval.register(app)
+config.register(app)
 
 # Errors a user can act on: print the message, not a traceback (LORAG_DEBUG=1 shows it).
 USER_ERRORS: tuple[type[BaseException], ...] = (
