@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from lorag.commands import common, config, retrieval
+from lorag.commands import eval as eval_commands
 
 app = typer.Typer(
     name="lorag",
@@ -38,6 +39,7 @@ def _root(
 
 retrieval.register(app)
 config.register(app)
+eval_commands.register(app)
 
 # Errors a user can act on: print the message, not a traceback (LORAG_DEBUG=1 shows it).
 USER_ERRORS: tuple[type[BaseException], ...] = (
