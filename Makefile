@@ -39,6 +39,8 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/retrieval.py
+	$(PY) benchmarks/training.py
+	$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf lorag-data reports .pytest_cache

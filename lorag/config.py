@@ -74,6 +74,8 @@ def _describe(err: ValidationError, origin: str) -> str:
         field = ".".join(str(part) for part in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
             lines.append(f"  {field}: unknown key")
+        elif any("key" in str(part) or "secret" in str(part) for part in item["loc"]):
+            lines.append(f"  {field}: {item['msg']} (value hidden)")
         else:
             lines.append(f"  {field}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)

@@ -1,9 +1,133 @@
-"""Settings of the serving package."""
+"""Settings of the serving package: the `serving:` section of `lorag.yaml`."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from retrieval.settings import SearchMode
+from serving.engine.settings import EngineSettings
+
+Scope = Literal["chat", "admin"]
+StateStoreKind = Literal["auto", "file", "qdrant"]
+
+# Adapter names: used in URLs, metric labels and model ids.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Domain names are also index names, so they follow retrieval's rule
+# (retrieval.store.DOMAIN_PATTERN; a test keeps the two equal).
+DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+BASE_ALIAS = "base"
+
+
+class ApiKey(BaseModel):
+    """A bearer key and what it may do: `chat` (chat, models, search) and/or `admin`.
+
+    `admin` implies `chat`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr
+    scopes: list[Scope] = Field(default_factory=lambda: ["chat"], min_length=1)
+    name: str = Field("", description="shown in logs instead of the key")
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr) -> SecretStr:
+        if len(key.get_secret_value()) < 8:
+            raise ValueError("an API key must be at least 8 characters long")
+        return key
+
+
+class LimitSettings(BaseModel):
+    """What one request may ask for; beyond these the server answers 400 or 413."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_upload_bytes: int = Field(20 << 20, ge=1024)
+    max_messages: int = Field(64, ge=1)
+    max_tokens: int = Field(2048, ge=1)
+    max_k: int = Field(20, ge=1, le=100)
+    adapter_capacity_wait_s: float = Field(
+        30.0, ge=0, description="how long a load waits for a replaced version to drain"
+    )
+
+
+class SamplingDefaults(BaseModel):
+    """Sampling used when a request does not say."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class DomainSpec(BaseModel):
+    """A domain: an optional adapter, an optional index, a system prompt, retrieval settings.
+
+    `k` and `mode` default to the `retrieval:` section's when unset. The index of a domain
+    is the retrieval index of the same name.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str | None = Field(None, pattern=NAME_PATTERN)
+    index: bool = False
+    system_prompt: str | None = None
+    k: int | None = Field(None, ge=1, le=100)
+    mode: SearchMode | None = None
 
 
 class ServingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    served_model_name: str | None = Field(
+        None, description="id of the base model in the API (default: its folder name)"
+    )
+    api_keys: list[ApiKey] = Field(
+        default_factory=list, description="no keys: the API is open (a warning is logged)"
+    )
+    adapters_root: Path = Path("lorag-data/adapters")
+    data_dir: Path = Path("lorag-data/serving")
+    state_store: StateStoreKind = Field(
+        "auto",
+        description="auto: a Qdrant collection when retrieval.qdrant.url is set, else a file",
+    )
+    state_collection: str = Field("lorag_serving_state", pattern=r"^[A-Za-z0-9_-]+$")
+    sync_interval_s: float = Field(5.0, gt=0, description="how often replicas re-read the state")
+    limits: LimitSettings = LimitSettings()
+    sampling: SamplingDefaults = SamplingDefaults()
+    engine: EngineSettings = EngineSettings()
+    domains: dict[str, DomainSpec] = Field(
+        default_factory=dict, description="domains created at start-up unless the state has them"
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="adapters (name: path under adapters_root) loaded at start-up unless the "
+        "state has them",
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _valid_domain_names(cls, value: dict) -> dict:
+        for name in value:
+            if not re.match(DOMAIN_PATTERN, name) or name == BASE_ALIAS:
+                raise ValueError(
+                    f"{name!r} is not a valid domain name (lowercase letters, digits, _ -)"
+                )
+        return value
+
+    @field_validator("adapters")
+    @classmethod
+    def _valid_adapter_names(cls, value: dict) -> dict:
+        for name in value:
+            if not re.match(NAME_PATTERN, name) or name == BASE_ALIAS:
+                raise ValueError(f"{name!r} is not a valid adapter name (letters, digits, . _ -)")
+        return value

@@ -44,3 +44,12 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_secret_values_are_not_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "lorag.yaml"
+    path.write_text("serving:\n  api_keys:\n    - {key: short, scopes: [chat]}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "serving.api_keys.0.key" in str(err.value)
+    assert "short" not in str(err.value)

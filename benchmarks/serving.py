@@ -1,0 +1,458 @@
+"""Serving benchmark: lorag's server against vLLM's own OpenAI server, adapters against the
+base model, and adapter replacement under load; one tiny model, one load, one run.
+
+    .venv/bin/python benchmarks/serving.py                  # the default load
+    .venv/bin/python benchmarks/serving.py --requests 32    # a quick run
+
+(a) lorag `/v1/chat/completions` (retrieval off, base model) against
+    `python -m vllm.entrypoints.openai.api_server` on the same model with the same engine
+    arguments: throughput (completion tokens/s) and p50/p95 latency ratios; goal >= 0.95x.
+(b) lorag with requests spread over 4 adapters against the base model only; goal >= 0.8x.
+(c) adapter load time, and failures across 20 replacements of one adapter while 8 clients
+    chat with it; goal 0 failures (a response whose text is not the greedy output of the
+    version it names counts as a failure too).
+
+Both servers run as subprocesses at the same time and the scenarios alternate between them
+over `--rounds` rounds, so machine noise hits both alike. Every request is greedy with the
+same prompts, so both servers generate the same tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx
+
+MAX_ADAPTERS = 6  # 4 mixed + 1 swapped + its transient second version
+LORA_RANK = 8
+MAX_MODEL_LEN = 1024
+MAX_NUM_SEQS = 32
+QUESTIONS = [
+    "What is the refund policy for a red product?",
+    "How many days does standard shipping take?",
+    "Which config file holds the server port?",
+    "Is there a warranty on the blue model?",
+    "How do I open a support ticket about an error?",
+    "What does the index version mean in a search answer?",
+    "Can the adapter answer a question about the price?",
+    "Where is the source of the second chunk?",
+]
+
+
+# Servers -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_lorag(model: Path, adapters_root: Path, data_dir: Path, port: int) -> None:
+    """Run lorag's server (the benchmark starts this mode as a subprocess)."""
+    import uvicorn
+
+    from retrieval.settings import QdrantSettings, RetrievalSettings
+    from serving.app import create_app
+    from serving.engine.settings import EngineSettings
+    from serving.settings import ServingSettings
+
+    settings = ServingSettings(
+        port=port,
+        served_model_name="base",
+        adapters_root=adapters_root,
+        data_dir=data_dir,
+        engine=EngineSettings(
+            max_adapters=MAX_ADAPTERS,
+            max_lora_rank=LORA_RANK,
+            max_model_len=MAX_MODEL_LEN,
+            max_num_seqs=MAX_NUM_SEQS,
+        ),
+    )
+    retrieval = RetrievalSettings(qdrant=QdrantSettings(path=data_dir / "qdrant"))
+    app = create_app(settings, retrieval, model)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def wait_ready(self, path: str, timeout_s: float = 600) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.name} did not start within {timeout_s:.0f} s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+
+def start(name: str, command: list[str], port: int, workdir: Path) -> Server:
+    log = workdir / f"{name}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    return Server(name, f"http://127.0.0.1:{port}", process, log)
+
+
+# Load ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    tokens: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def merge(self, other: LoadResult) -> None:
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+        self.tokens += other.tokens
+        self.failures += other.failures
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def run_load(
+    url: str, models: list[str], requests: int, concurrency: int, max_tokens: int
+) -> LoadResult:
+    """`requests` greedy chat requests, `concurrency` at a time, models and prompts cycled."""
+    result = LoadResult()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for number in range(requests):
+        queue.put_nowait(number)
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                number = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            body = {
+                "model": models[number % len(models)],
+                "messages": [{"role": "user", "content": QUESTIONS[number % len(QUESTIONS)]}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            }
+            started = time.perf_counter()
+            try:
+                response = await http.post("/v1/chat/completions", json=body)
+                response.raise_for_status()
+                result.tokens += response.json()["usage"]["completion_tokens"]
+                result.latencies.append(time.perf_counter() - started)
+            except Exception as err:  # noqa: BLE001 - counted
+                result.failures.append(f"{type(err).__name__}: {err}")
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+async def greedy_text(http: httpx.AsyncClient, model: str, max_tokens: int) -> tuple[str, int]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": QUESTIONS[0]}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+    response = await http.post("/v1/chat/completions", json=body)
+    response.raise_for_status()
+    reply = response.json()
+    return reply["choices"][0]["message"]["content"], reply["lorag"]["adapter_version"]
+
+
+async def replacements_under_load(
+    url: str, paths: tuple[str, str], replacements: int, clients: int, max_tokens: int
+) -> tuple[list[float], LoadResult, int]:
+    """Replace adapter `swap` `replacements` times (alternating two folders) while `clients`
+    chat with it; returns (replacement seconds, client results, inconsistent answers)."""
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+        expected: dict[str, str] = {}
+        version_path: dict[int, str] = {}
+        for path in paths:
+            response = await http.post("/admin/adapters", json={"name": "swap", "path": path})
+            response.raise_for_status()
+            text, version = await greedy_text(http, "swap", max_tokens)
+            expected[path], version_path[version] = text, path
+        if expected[paths[0]] == expected[paths[1]]:
+            raise RuntimeError("the two adapters give the same greedy answer; use other seeds")
+
+        load = LoadResult()
+        inconsistent = 0
+        stop = asyncio.Event()
+
+        async def client() -> None:
+            nonlocal inconsistent
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    text, version = await greedy_text(http, "swap", max_tokens)
+                    load.latencies.append(time.perf_counter() - started)
+                    if version not in version_path or text != expected[version_path[version]]:
+                        inconsistent += 1
+                except Exception as err:  # noqa: BLE001 - counted
+                    load.failures.append(f"{type(err).__name__}: {err}")
+
+        tasks = [asyncio.create_task(client()) for _ in range(clients)]
+        seconds: list[float] = []
+        started_all = time.perf_counter()
+        try:
+            for number in range(replacements):
+                path = paths[number % 2]
+                before = len(load.latencies)
+                started = time.perf_counter()
+                response = await http.post("/admin/adapters", json={"name": "swap", "path": path})
+                seconds.append(time.perf_counter() - started)
+                if response.status_code >= 400:
+                    load.failures.append(f"replacement {number}: HTTP {response.status_code}")
+                    continue
+                version_path[response.json()["version"]] = path
+                deadline = time.monotonic() + 60
+                while len(load.latencies) < before + clients and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)  # let traffic run on the new version
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        load.seconds = time.perf_counter() - started_all
+        return seconds, load, inconsistent
+
+
+# The run -------------------------------------------------------------------------------------
+
+
+def prepare(workdir: Path) -> tuple[Path, Path]:
+    from tests.support.adapters import make_random_adapter
+    from tests.support.tiny_models import build_tiny_model
+
+    model = build_tiny_model(workdir / "tiny-llama")
+    adapters = workdir / "adapters"
+    for seed in range(1, 7):
+        make_random_adapter(model, adapters / f"a{seed}", seed=seed, r=LORA_RANK)
+    return model, adapters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=96, help="requests per scenario and round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--replacements", type=int, default=20)
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=110)
+    with tempfile.TemporaryDirectory(prefix="lorag-bench-") as temp:
+        workdir = Path(temp)
+        with console.status("Building the tiny model and 6 random adapters"):
+            model, adapters = prepare(workdir)
+        lorag_port, vllm_port = free_port(), free_port()
+        me = [sys.executable, str(Path(__file__).resolve())]
+        lorag = start(
+            "lorag",
+            [
+                *me,
+                "--serve-lorag",
+                str(model),
+                str(adapters),
+                str(workdir / "data"),
+                str(lorag_port),
+            ],
+            lorag_port,
+            workdir,
+        )
+        vllm = start(
+            "vllm",
+            [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(model),
+                "--served-model-name",
+                "base",
+                "--dtype",
+                "float32",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(vllm_port),
+                "--max-model-len",
+                str(MAX_MODEL_LEN),
+                "--max-num-seqs",
+                str(MAX_NUM_SEQS),
+                "--enable-lora",
+                "--max-loras",
+                str(MAX_ADAPTERS + 1),
+                "--max-cpu-loras",
+                str(MAX_ADAPTERS + 1),
+                "--max-lora-rank",
+                str(LORA_RANK),
+                "--seed",
+                "0",
+                "--disable-log-stats",
+                "--disable-uvicorn-access-log",
+                "--uvicorn-log-level",
+                "warning",
+                "--lora-modules",
+                *(f"a{n}={adapters / f'a{n}'}" for n in range(1, 5)),
+            ],
+            vllm_port,
+            workdir,
+        )
+        try:
+            with console.status("Starting both servers (vLLM engine start-up, twice)"):
+                lorag.wait_ready("/ready")
+                vllm.wait_ready("/v1/models")
+            load_seconds = []
+            with httpx.Client(base_url=lorag.url, timeout=300) as http:
+                for number in range(1, 5):
+                    started = time.perf_counter()
+                    response = http.post(
+                        "/admin/adapters", json={"name": f"a{number}", "path": f"a{number}"}
+                    )
+                    response.raise_for_status()
+                    load_seconds.append(time.perf_counter() - started)
+            mixed = [f"a{n}" for n in range(1, 5)]
+            load = {
+                "requests": args.requests,
+                "concurrency": args.concurrency,
+                "max_tokens": args.max_tokens,
+            }
+            warm = {"requests": args.concurrency, "concurrency": args.concurrency, "max_tokens": 8}
+            scenarios = (
+                ("vllm", vllm.url, ["base"]),
+                ("lorag", lorag.url, ["base"]),
+                ("vllm-mixed", vllm.url, mixed),
+                ("mixed", lorag.url, mixed),
+            )
+            for _, url, models in scenarios:
+                asyncio.run(run_load(url, models, **warm))
+            totals = {name: LoadResult() for name, _, _ in scenarios}
+            for round_number in range(1, args.rounds + 1):
+                for name, url, models in scenarios:
+                    with console.status(f"Round {round_number}/{args.rounds}: {name}"):
+                        totals[name].merge(asyncio.run(run_load(url, models, **load)))
+            vllm.stop()  # the replacement test runs on lorag alone
+            with console.status(
+                f"{args.replacements} replacements under {args.concurrency} clients"
+            ):
+                swap_seconds, swap_load, inconsistent = asyncio.run(
+                    replacements_under_load(
+                        lorag.url, ("a5", "a6"), args.replacements, args.concurrency, 16
+                    )
+                )
+        finally:
+            lorag.stop()
+            vllm.stop()
+
+    def row(result: LoadResult) -> list[str]:
+        return [
+            f"{result.tokens_per_s:.1f}" if result.tokens else "-",
+            f"{result.percentile(50) * 1000:.0f}",
+            f"{result.percentile(95) * 1000:.0f}",
+            str(len(result.latencies)),
+            str(len(result.failures)),
+        ]
+
+    table = Table(title="Serving benchmark (tiny Llama, float32, vLLM CPU engine)")
+    for column in ("scenario", "tokens/s", "p50 ms", "p95 ms", "requests", "failures"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    table.add_row("(a) vLLM OpenAI server, base", *row(totals["vllm"]))
+    table.add_row("(a) lorag chat, retrieval off, base", *row(totals["lorag"]))
+    table.add_row("(b) vLLM OpenAI server, 4 adapters mixed", *row(totals["vllm-mixed"]))
+    table.add_row("(b) lorag chat, 4 adapters mixed", *row(totals["mixed"]))
+    table.add_row("(c) lorag chat during replacements", *row(swap_load))
+    console.print(table)
+
+    lorag_r, vllm_r, mixed_r = totals["lorag"], totals["vllm"], totals["mixed"]
+    ratios = Table(title="Ratios and goals")
+    for column in ("measure", "value", "goal", "met"):
+        ratios.add_column(column)
+
+    def goal(measure: str, value: float, target: str, met: bool, fmt: str = "{:.2f}") -> None:
+        ratios.add_row(measure, fmt.format(value), target, "yes" if met else "NO")
+
+    throughput = lorag_r.tokens_per_s / vllm_r.tokens_per_s
+    goal("(a) throughput lorag / vLLM", throughput, ">= 0.95", throughput >= 0.95)
+    goal("(a) p50 latency lorag / vLLM", lorag_r.percentile(50) / vllm_r.percentile(50), "-", True)
+    goal("(a) p95 latency lorag / vLLM", lorag_r.percentile(95) / vllm_r.percentile(95), "-", True)
+    mixed_ratio = mixed_r.tokens_per_s / lorag_r.tokens_per_s
+    goal("(b) throughput 4 adapters / base", mixed_ratio, ">= 0.80", mixed_ratio >= 0.8)
+    engine_ratio = totals["vllm-mixed"].tokens_per_s / vllm_r.tokens_per_s
+    goal("(b) same, on vLLM's own server (reference)", engine_ratio, "-", True)
+    goal("(c) adapter load, new name (mean s)", statistics.mean(load_seconds), "-", True, "{:.3f}")
+    goal("(c) replacement (median s)", statistics.median(swap_seconds), "-", True, "{:.3f}")
+    goal("(c) replacement (max s)", max(swap_seconds), "-", True, "{:.3f}")
+    failures = len(swap_load.failures) + inconsistent
+    goal(
+        f"(c) failed or inconsistent answers, {len(swap_seconds)} replacements",
+        failures,
+        "0",
+        failures == 0,
+        "{:.0f}",
+    )
+    console.print(ratios)
+    console.print(
+        f"{args.requests} requests x {args.rounds} rounds per scenario, {args.concurrency} "
+        f"concurrent clients, max_tokens {args.max_tokens}, greedy; both servers: max_loras "
+        f"{MAX_ADAPTERS + 1}, max_lora_rank {LORA_RANK}, max_num_seqs {MAX_NUM_SEQS}."
+    )
+    for result in (*totals.values(), swap_load):
+        for failure in result.failures[:3]:
+            console.print(f"[red]failure:[/] {failure}")
+
+
+if __name__ == "__main__":  # vLLM spawns worker processes: keep this guard.
+    if len(sys.argv) == 6 and sys.argv[1] == "--serve-lorag":
+        serve_lorag(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
+    else:
+        main()

@@ -1,0 +1,440 @@
+"""Chat completions: route a request to a domain/adapter, retrieve, render, generate.
+
+The prompt is rendered in exactly one way, the way training renders it:
+`build_messages(messages, hits, system_prompt)` and then the tokenizer's chat template with
+a generation prompt. The engine receives token ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from jinja2 import TemplateError
+
+from retrieval.errors import DomainNotFoundError, RetrievalError
+from retrieval.prompt import build_messages
+from retrieval.results import Hit
+from retrieval.settings import SearchMode
+from serving.context import ServerContext
+from serving.engine.base import EngineError, GenerationChunk, SamplingOptions
+from serving.engine.errors import InvalidRequestError
+from serving.errors import APIError, bad_request, conflict, error_body, not_found
+from serving.protocol import ChatCompletionRequest, LoragOptions, ServedBy, Source
+from serving.search import retrieval_api_error
+from serving.state import DomainRecord
+
+log = logging.getLogger("lorag.serving")
+audit_log = logging.getLogger("lorag.audit")
+
+
+@dataclass
+class Route:
+    """What serves a request: a domain's setup with the request's switches applied."""
+
+    domain: DomainRecord | None
+    adapter: str | None
+    retrieval: bool
+    k: int
+    mode: SearchMode
+
+
+@dataclass
+class PreparedChat:
+    request_id: str
+    created: int
+    model: str
+    route: Route
+    prompt_ids: list[int]
+    options: SamplingOptions
+    sources: list[Source]
+    index_version: str | None
+    include_usage: bool
+    principal: str
+    started: float = field(default_factory=time.perf_counter)
+
+
+def new_request_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+class ChatService:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    # Routing -----------------------------------------------------------------------------
+
+    def route(self, model: str, options: LoragOptions | None) -> Route:
+        """Resolve `model` (a domain, an adapter or the base model) with the switches."""
+        ctx = self.ctx
+        opts = options or LoragOptions()
+        retrieval_defaults = ctx.retrieval_settings
+        domain = ctx.state.domains.get(model)
+        if domain is not None:
+            if opts.adapter and not domain.adapter:
+                raise bad_request(
+                    f"domain {model!r} has no adapter", param="lorag.adapter", code="no_adapter"
+                )
+            if opts.retrieval and not domain.index:
+                raise bad_request(
+                    f"domain {model!r} has no index", param="lorag.retrieval", code="no_index"
+                )
+            route = Route(
+                domain=domain,
+                adapter=domain.adapter if opts.adapter is not False else None,
+                retrieval=domain.index if opts.retrieval is None else opts.retrieval,
+                k=opts.k or domain.k or retrieval_defaults.k,
+                mode=opts.mode or domain.mode or retrieval_defaults.mode,
+            )
+        elif ctx.registry.current(model) is not None or ctx.is_base(model):
+            if opts.retrieval:
+                raise bad_request(
+                    f"{model!r} is not a domain, so it has no index; name a domain to retrieve",
+                    param="lorag.retrieval",
+                    code="no_index",
+                )
+            is_adapter = not ctx.is_base(model)
+            if opts.adapter and not is_adapter:
+                raise bad_request(
+                    "the base model has no adapter", param="lorag.adapter", code="no_adapter"
+                )
+            route = Route(
+                domain=None,
+                adapter=model if is_adapter and opts.adapter is not False else None,
+                retrieval=False,
+                k=retrieval_defaults.k,
+                mode=retrieval_defaults.mode,
+            )
+        else:
+            raise not_found(
+                f"the model {model!r} does not exist; GET /v1/models lists the domains, "
+                "adapters and base model served here",
+                param="model",
+                code="model_not_found",
+            )
+        if route.k > ctx.settings.limits.max_k:
+            raise bad_request(
+                f"k is {route.k}, over the limit of {ctx.settings.limits.max_k}", param="lorag.k"
+            )
+        if route.adapter is not None and ctx.registry.current(route.adapter) is None:
+            raise conflict(
+                f"adapter {route.adapter!r} of domain {model!r} is not loaded; load it with "
+                "POST /admin/adapters",
+                param="model",
+                code="adapter_not_loaded",
+            )
+        return route
+
+    # Preparation -------------------------------------------------------------------------
+
+    async def prepare(
+        self, request: ChatCompletionRequest, request_id: str, principal: str = ""
+    ) -> PreparedChat:
+        ctx = self.ctx
+        limits = ctx.settings.limits
+        if request.n not in (None, 1):
+            raise bad_request("only n=1 is supported", param="n")
+        if len(request.messages) > limits.max_messages:
+            raise bad_request(
+                f"{len(request.messages)} messages, over the limit of {limits.max_messages}",
+                param="messages",
+            )
+        asked = request.max_completion_tokens or request.max_tokens
+        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        if asked is not None and asked > limits.max_tokens:
+            raise bad_request(
+                f"{param} is {asked}, over the limit of {limits.max_tokens}", param=param
+            )
+        stops = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
+        if len(stops) > 8 or not all(stops):
+            raise bad_request("stop: at most 8 non-empty strings", param="stop")
+        messages = self._messages(request)
+        route = self.route(request.model, request.lorag)
+
+        hits: list[Hit] = []
+        if route.retrieval and route.domain is not None:
+            hits = await self._retrieve(route, messages)
+        system_prompt = route.domain.system_prompt if route.domain else None
+        try:
+            chat = build_messages(messages, hits, system_prompt)
+            prompt_ids = ctx.tokenizer.apply_chat_template(
+                chat, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        except (ValueError, TemplateError) as err:
+            raise bad_request(f"cannot render the conversation: {err}", param="messages") from err
+
+        room = ctx.max_model_len - len(prompt_ids)
+        max_tokens = asked or min(ctx.settings.sampling.max_tokens, limits.max_tokens)
+        if asked is None:
+            max_tokens = min(max_tokens, room)
+        if room < 1 or max_tokens > room:
+            raise bad_request(
+                f"the prompt has {len(prompt_ids)} tokens (retrieved context included) and "
+                f"{max_tokens} more were asked for, over the model's context of "
+                f"{ctx.max_model_len}; shorten the conversation, lower k or max_tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        sampling = ctx.settings.sampling
+        options = SamplingOptions(
+            max_tokens=max_tokens,
+            temperature=sampling.temperature
+            if request.temperature is None
+            else request.temperature,
+            top_p=sampling.top_p if request.top_p is None else request.top_p,
+            stop=stops,
+            seed=request.seed,
+        )
+        sources = [
+            Source(
+                index=number,
+                doc_id=hit.doc_id,
+                source=hit.source,
+                heading=hit.heading,
+                score=hit.score,
+                text=hit.text,
+            )
+            for number, hit in enumerate(hits, start=1)
+        ]
+        return PreparedChat(
+            request_id=request_id,
+            created=int(time.time()),
+            model=request.model,
+            route=route,
+            prompt_ids=list(prompt_ids),
+            options=options,
+            sources=sources,
+            index_version=hits[0].index_version if hits else None,
+            include_usage=bool(request.stream_options and request.stream_options.include_usage),
+            principal=principal,
+        )
+
+    @staticmethod
+    def _messages(request: ChatCompletionRequest) -> list[dict[str, str]]:
+        messages = []
+        for position, message in enumerate(request.messages):
+            role = "system" if message.role in ("system", "developer") else message.role
+            if role == "system" and position != 0:
+                raise bad_request(
+                    "a system message may only come first", param=f"messages.{position}.role"
+                )
+            messages.append({"role": role, "content": message.text()})
+        if not any(m["role"] == "user" for m in messages):
+            raise bad_request("the conversation has no user message", param="messages")
+        return messages
+
+    async def _retrieve(self, route: Route, messages: list[dict[str, str]]) -> list[Hit]:
+        assert route.domain is not None
+        question = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        if not question.strip():
+            return []
+        try:
+            return await self.ctx.search.search(route.domain.name, question, route.k, route.mode)
+        except DomainNotFoundError as err:
+            raise conflict(
+                f"domain {route.domain.name!r} has no index yet; upload its documents and "
+                f"POST /admin/domains/{route.domain.name}/reindex ({err})",
+                param="model",
+                code="index_not_found",
+            ) from err
+        except (RetrievalError, ValueError) as err:
+            raise retrieval_api_error(err, param="model") from err
+
+    # Generation --------------------------------------------------------------------------
+
+    def served_by(self, prepared: PreparedChat, adapter_version: int | None) -> ServedBy:
+        route = prepared.route
+        return ServedBy(
+            domain=route.domain.name if route.domain else None,
+            adapter=route.adapter,
+            adapter_version=adapter_version,
+            index_version=prepared.index_version,
+        )
+
+    def _lease(self, prepared: PreparedChat):
+        lease = self.ctx.registry.lease(prepared.route.adapter)
+        if lease is None:
+            raise conflict(
+                f"adapter {prepared.route.adapter!r} was unloaded", code="adapter_not_loaded"
+            )
+        return lease
+
+    async def complete(self, prepared: PreparedChat) -> dict[str, Any]:
+        """A whole `chat.completion` response."""
+        ctx = self.ctx
+        lease = self._lease(prepared)
+        ctx.metrics.in_flight.inc()
+        status, result = "error", None
+        try:
+            result = await ctx.engine.generate(
+                prepared.prompt_ids, prepared.options, lease.adapter, prepared.request_id
+            )
+            status = "ok"
+        except InvalidRequestError as err:
+            raise bad_request(str(err), param="messages") from err
+        except EngineError as err:
+            raise APIError(500, f"generation failed: {err}", code="engine_error") from err
+        finally:
+            lease.release()
+            ctx.metrics.in_flight.dec()
+            version = lease.adapter.version if lease.adapter else None
+            self._record(prepared, version, result, status, stream=False)
+        usage = self._usage(prepared, result)
+        return {
+            "id": prepared.request_id,
+            "object": "chat.completion",
+            "created": prepared.created,
+            "model": prepared.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": result.finish_reason or "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage,
+            "sources": [source.model_dump() for source in prepared.sources],
+            "lorag": self.served_by(prepared, version).model_dump(),
+        }
+
+    async def stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
+        """Server-sent events: `chat.completion.chunk`s, then `data: [DONE]`."""
+        ctx = self.ctx
+        try:
+            lease = self._lease(prepared)
+        except APIError as err:
+            yield _sse(err.body())
+            yield "data: [DONE]\n\n"
+            return
+        ctx.metrics.in_flight.inc()
+        version = lease.adapter.version if lease.adapter else None
+        status, last = "cancelled", None
+        usage_null = {"usage": None} if prepared.include_usage else {}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+            return _sse(
+                {
+                    "id": prepared.request_id,
+                    "object": "chat.completion.chunk",
+                    "created": prepared.created,
+                    "model": prepared.model,
+                    "choices": [
+                        {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                    ],
+                    **usage_null,
+                    **extra,
+                }
+            )
+
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            pieces = ctx.engine.stream(
+                prepared.prompt_ids, prepared.options, lease.adapter, prepared.request_id
+            )
+            first = True
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    last = piece
+                    if piece.text:
+                        if first:
+                            ctx.metrics.first_token.labels(self._label(prepared)).observe(
+                                time.perf_counter() - prepared.started
+                            )
+                            first = False
+                        yield chunk({"content": piece.text})
+            yield chunk(
+                {},
+                (last.finish_reason if last else None) or "stop",
+                sources=[source.model_dump() for source in prepared.sources],
+                lorag=self.served_by(prepared, version).model_dump(),
+            )
+            if prepared.include_usage:
+                yield _sse(
+                    {
+                        "id": prepared.request_id,
+                        "object": "chat.completion.chunk",
+                        "created": prepared.created,
+                        "model": prepared.model,
+                        "choices": [],
+                        "usage": self._usage(prepared, last),
+                    }
+                )
+            status = "ok"
+            yield "data: [DONE]\n\n"
+        except EngineError as err:
+            status = "error"
+            log.error("generation failed for %s: %s", prepared.request_id, err)
+            yield _sse(error_body(500, f"generation failed: {err}", code="engine_error"))
+            yield "data: [DONE]\n\n"
+        finally:
+            lease.release()
+            ctx.metrics.in_flight.dec()
+            self._record(prepared, version, last, status, stream=True)
+
+    # Accounting --------------------------------------------------------------------------
+
+    @staticmethod
+    def _usage(prepared: PreparedChat, result: GenerationChunk | None) -> dict[str, int]:
+        prompt = (result.prompt_tokens if result else 0) or len(prepared.prompt_ids)
+        completion = result.completion_tokens if result else 0
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    @staticmethod
+    def _label(prepared: PreparedChat) -> str:
+        return prepared.model
+
+    def _record(
+        self,
+        prepared: PreparedChat,
+        adapter_version: int | None,
+        result: GenerationChunk | None,
+        status: str,
+        stream: bool,
+    ) -> None:
+        """Metrics and the audit line of one finished (or failed) chat request."""
+        metrics = self.ctx.metrics
+        label = self._label(prepared)
+        latency = time.perf_counter() - prepared.started
+        usage = self._usage(prepared, result)
+        metrics.chat_requests.labels(label, status).inc()
+        metrics.chat_latency.labels(label).observe(latency)
+        metrics.prompt_tokens.labels(label).inc(usage["prompt_tokens"])
+        metrics.completion_tokens.labels(label).inc(usage["completion_tokens"])
+        served = self.served_by(prepared, adapter_version)
+        audit_log.info(
+            json.dumps(
+                {
+                    "event": "chat_completion",
+                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "request_id": prepared.request_id,
+                    "status": status,
+                    "model": prepared.model,
+                    **served.model_dump(),
+                    "retrieval": prepared.route.retrieval,
+                    "k": prepared.route.k if prepared.route.retrieval else None,
+                    "sources": [s.doc_id for s in prepared.sources],
+                    "prompt_tokens": usage["prompt_tokens"],
+                    "completion_tokens": usage["completion_tokens"],
+                    "finish_reason": result.finish_reason if result else None,
+                    "latency_s": round(latency, 4),
+                    "stream": stream,
+                    "api_key": prepared.principal or None,
+                }
+            )
+        )
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"

@@ -1,0 +1,39 @@
+"""What one running server holds: created by the app's lifespan, torn down with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retrieval.settings import RetrievalSettings
+from serving.adapters import AdapterRegistry
+from serving.documents import DocumentStore
+from serving.engine.base import Engine
+from serving.jobs import JobManager
+from serving.metrics import Metrics
+from serving.search import SearchService
+from serving.settings import BASE_ALIAS, ServingSettings
+from serving.state import ServingState, StateStore
+
+
+@dataclass
+class ServerContext:
+    settings: ServingSettings
+    retrieval_settings: RetrievalSettings
+    model_path: Path
+    base_model_id: str
+    base_fingerprint: str
+    max_model_len: int
+    engine: Engine
+    tokenizer: Any  # transformers PreTrainedTokenizerBase
+    metrics: Metrics
+    registry: AdapterRegistry
+    search: SearchService
+    store: StateStore
+    documents: DocumentStore
+    jobs: JobManager
+    state: ServingState  # the store's content as this replica last read or wrote it
+
+    def is_base(self, model: str) -> bool:
+        return model in (BASE_ALIAS, self.base_model_id)

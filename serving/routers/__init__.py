@@ -1,0 +1,1 @@
+"""HTTP routes: `ops` (health, readiness, metrics), `openai` (chat, models, search), `admin`."""

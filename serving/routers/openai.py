@@ -1,0 +1,102 @@
+"""The OpenAI-compatible API: chat completions and models, plus `/v1/search` (scope `chat`)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from retrieval.errors import RetrievalError
+from serving.chat import new_request_id
+from serving.dependencies import Chat, ChatUser, Context
+from serving.errors import bad_request
+from serving.protocol import ChatCompletionRequest, SearchHit, SearchRequest, SearchResponse
+from serving.search import retrieval_api_error
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    user: ChatUser, body: ChatCompletionRequest, chat: Chat
+) -> JSONResponse | StreamingResponse:
+    """OpenAI chat completions; `model` names a domain, an adapter or the base model."""
+    request_id = new_request_id()
+    prepared = await chat.prepare(body, request_id, principal=user.name)
+    headers = {"x-request-id": request_id}
+    if body.stream:
+        return StreamingResponse(
+            chat.stream(prepared),
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache"},
+        )
+    return JSONResponse(await chat.complete(prepared), headers=headers)
+
+
+@router.get("/models")
+async def list_models(user: ChatUser, ctx: Context) -> dict:
+    """The domains, the loaded adapters (with versions) and the base model.
+
+    Ids are unique: an adapter that shares its name with a domain is listed only inside
+    that domain's entry, since `model: <name>` routes to the domain.
+    """
+    created = int(time.time())
+
+    def entry(model_id: str, **lorag: object) -> dict:
+        return {
+            "id": model_id,
+            "object": "model",
+            "created": created,
+            "owned_by": "lorag",
+            "lorag": lorag,
+        }
+
+    data = [entry(ctx.base_model_id, kind="base", aliases=["base"])]
+    for name in ctx.registry.names():
+        if name in ctx.state.domains:
+            continue  # the domain of that name is what `model: name` serves
+        adapter = ctx.registry.current(name)
+        data.append(entry(name, kind="adapter", version=adapter.version if adapter else None))
+    for name, domain in sorted(ctx.state.domains.items()):
+        adapter = ctx.registry.current(domain.adapter) if domain.adapter else None
+        data.append(
+            entry(
+                name,
+                kind="domain",
+                adapter=domain.adapter,
+                adapter_version=adapter.version if adapter else None,
+                index=domain.index,
+            )
+        )
+    return {"object": "list", "data": data}
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search(user: ChatUser, body: SearchRequest, ctx: Context) -> SearchResponse:
+    """Search a domain's index (any index the retrieval store holds, by domain name)."""
+    domain = ctx.state.domains.get(body.domain)
+    k = body.k or (domain.k if domain else None) or ctx.retrieval_settings.k
+    mode = body.mode or (domain.mode if domain else None) or ctx.retrieval_settings.mode
+    if k > ctx.settings.limits.max_k:
+        raise bad_request(f"k is {k}, over the limit of {ctx.settings.limits.max_k}", param="k")
+    try:
+        hits = await ctx.search.search(body.domain, body.query, k, mode)
+    except (RetrievalError, ValueError) as err:
+        raise retrieval_api_error(err) from err
+    return SearchResponse(
+        domain=body.domain,
+        mode=mode,
+        index_version=hits[0].index_version if hits else None,
+        data=[
+            SearchHit(
+                doc_id=h.doc_id,
+                source=h.source,
+                heading=h.heading,
+                chunk_index=h.chunk_index,
+                score=h.score,
+                text=h.text,
+            )
+            for h in hits
+        ],
+    )

@@ -1,0 +1,105 @@
+"""`lorag serve` as a user runs it: a subprocess that creates its own vLLM engine from the
+config, answers the openai client, logs an audit line per request and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.serving.conftest import ADMIN_KEY, CHAT_KEY, admin_headers
+
+pytestmark = pytest.mark.vllm
+
+LORAG = [sys.executable, "-m", "lorag"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_lorag_serve_end_to_end(srv_model: Path, srv_adapters_root: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    config = {
+        "retrieval": {"qdrant": {"path": str(tmp_path / "qdrant")}},
+        "serving": {
+            "port": port,
+            "adapters_root": str(srv_adapters_root),
+            "data_dir": str(tmp_path / "data"),
+            "api_keys": [
+                {"key": CHAT_KEY, "scopes": ["chat"], "name": "tester"},
+                {"key": ADMIN_KEY, "scopes": ["admin"]},
+            ],
+            "engine": {"max_adapters": 2, "max_lora_rank": 8, "max_model_len": 512},
+            "domains": {"acme": {"adapter": "acme", "system_prompt": "Be brief."}},
+            "adapters": {"acme": "acme/v1"},
+        },
+    }
+    config_file = tmp_path / "lorag.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        process = subprocess.Popen(
+            [*LORAG, "--config", str(config_file), "serve", "--base-model", str(srv_model)],
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=tmp_path,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 400
+        while True:
+            assert process.poll() is None, f"lorag serve exited:\n{stderr.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "lorag serve did not become ready in time"
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=CHAT_KEY, max_retries=0)
+        reply = client.chat.completions.create(
+            model="acme", messages=[{"role": "user", "content": "hello"}], max_tokens=8
+        )
+        assert reply.model_extra["lorag"]["adapter"] == "acme"
+        assert reply.model_extra["lorag"]["adapter_version"] == 1
+        assert reply.usage.completion_tokens > 0
+        swapped = httpx.post(
+            f"{url}/admin/adapters",
+            headers=admin_headers(),
+            json={"name": "acme", "path": "acme/v2"},
+        )
+        assert swapped.status_code == 200 and swapped.json()["version"] == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+            raise
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
+    assert code in (0, -signal.SIGTERM), stderr.read_text()[-3000:]
+    assert "Application shutdown complete" in stderr.read_text()
+    audit = [json.loads(line) for line in stdout.read_text().splitlines() if line.startswith("{")]
+    line = next(item for item in audit if item["request_id"] == reply.id)
+    assert (line["domain"], line["adapter"], line["adapter_version"]) == ("acme", "acme", 1)
+    assert line["api_key"] == "tester"
+    # The state outlives the process: the swap is stored.
+    state = json.loads((tmp_path / "data" / "state.json").read_text())
+    assert state["adapters"]["acme"]["version"] == 2
