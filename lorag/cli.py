@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lorag.commands import common, config, retrieval, serving
+from lorag.commands import common, config, feedback, retrieval, serving
 from lorag.commands import eval as eval_commands
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ def _root(
 
 retrieval.register(app)
 serving.register(app)
+feedback.register(app)
 config.register(app)
 eval_commands.register(app)
 

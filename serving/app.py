@@ -28,10 +28,11 @@ from serving.control import ControlPlane
 from serving.documents import DocumentStore
 from serving.engine.base import Engine
 from serving.errors import error_body, install_error_handlers
+from serving.feedback import FeedbackStore, feedback_folder
 from serving.jobs import JobManager
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics
-from serving.routers import admin, openai, ops
+from serving.routers import admin, feedback, openai, ops
 from serving.search import SearchService
 from serving.settings import ServingSettings
 from serving.state import StateStoreError, open_state_store
@@ -70,6 +71,7 @@ def create_app(
         active = engine
         retriever = None
         store = None
+        feedback_store = None
         ctx = None
         sync_task = None
         try:
@@ -109,11 +111,16 @@ def create_app(
                 jobs=JobManager(lambda job: metrics.reindex_jobs.labels(job.status).inc()),
                 state=await asyncio.to_thread(store.read),
             )
+            if settings.feedback.enabled:
+                feedback_store = await asyncio.to_thread(
+                    FeedbackStore, feedback_folder(settings.data_dir), settings.feedback
+                )
             control = ControlPlane(ctx)
             await control.sync()  # restore the stored adapters
             await control.seed()  # then the ones the settings declare
             app.state.ctx = ctx
-            app.state.chat = ChatService(ctx)
+            app.state.feedback = feedback_store
+            app.state.chat = ChatService(ctx, feedback_store)
             app.state.control = control
             sync_task = asyncio.create_task(control.sync_forever(settings.sync_interval_s))
             app.state.ready = True
@@ -133,6 +140,9 @@ def create_app(
                 await ctx.jobs.close()
                 await ctx.registry.close()
             app.state.ctx = None
+            app.state.feedback = None
+            if feedback_store is not None:
+                feedback_store.close()
             if store is not None:
                 store.close()
             if retriever is not None:
@@ -149,6 +159,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.ready = False
     app.state.ctx = None
+    app.state.feedback = None
     install_error_handlers(app)
 
     @app.exception_handler(StateStoreError)
@@ -171,6 +182,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(openai.router)
     app.include_router(admin.router)
+    app.include_router(feedback.router)
     return app
 
 

@@ -7,6 +7,7 @@ a generation prompt. The engine receives token ids.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -27,6 +28,7 @@ from serving.context import ServerContext
 from serving.engine.base import EngineError, GenerationChunk, SamplingOptions
 from serving.engine.errors import InvalidRequestError
 from serving.errors import APIError, bad_request, conflict, error_body, not_found
+from serving.feedback import Exchange, FeedbackStore, FeedbackStoreError
 from serving.protocol import ChatCompletionRequest, LoragOptions, ServedBy, Source
 from serving.search import retrieval_api_error
 from serving.state import DomainRecord
@@ -59,6 +61,9 @@ class PreparedChat:
     include_usage: bool
     principal: str
     started: float = field(default_factory=time.perf_counter)
+    # For feedback: the conversation as the client sent it (no context) and the system prompt.
+    messages: list[dict[str, str]] = field(default_factory=list)
+    system_prompt: str | None = None
 
 
 def new_request_id() -> str:
@@ -66,8 +71,9 @@ def new_request_id() -> str:
 
 
 class ChatService:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, feedback: FeedbackStore | None = None) -> None:
         self.ctx = ctx
+        self.feedback = feedback  # records answered exchanges, when feedback is enabled
 
     # Routing -----------------------------------------------------------------------------
 
@@ -214,6 +220,8 @@ class ChatService:
             index_version=hits[0].index_version if hits else None,
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             principal=principal,
+            messages=messages,
+            system_prompt=system_prompt,
         )
 
     @staticmethod
@@ -286,6 +294,7 @@ class ChatService:
             ctx.metrics.in_flight.dec()
             version = lease.adapter.version if lease.adapter else None
             self._record(prepared, version, result, status, stream=False)
+        await self._remember(prepared, version, result)
         usage = self._usage(prepared, result)
         return {
             "id": prepared.request_id,
@@ -316,7 +325,7 @@ class ChatService:
             return
         ctx.metrics.in_flight.inc()
         version = lease.adapter.version if lease.adapter else None
-        status, last = "cancelled", None
+        status, last, answer = "cancelled", None, []
         usage_null = {"usage": None} if prepared.include_usage else {}
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -343,6 +352,7 @@ class ChatService:
             async with contextlib.aclosing(pieces):
                 async for piece in pieces:
                     last = piece
+                    answer.append(piece.text)
                     if piece.text:
                         if first:
                             ctx.metrics.first_token.labels(self._label(prepared)).observe(
@@ -368,6 +378,8 @@ class ChatService:
                     }
                 )
             status = "ok"
+            # Before [DONE]: feedback sent as soon as the stream ends finds the exchange.
+            await self._remember(prepared, version, last, "".join(answer))
             yield "data: [DONE]\n\n"
         except EngineError as err:
             status = "error"
@@ -394,6 +406,36 @@ class ChatService:
     @staticmethod
     def _label(prepared: PreparedChat) -> str:
         return prepared.model
+
+    async def _remember(
+        self,
+        prepared: PreparedChat,
+        adapter_version: int | None,
+        result: GenerationChunk | None,
+        text: str | None = None,
+    ) -> None:
+        """Record an answered exchange for feedback; a failure is logged, never raised."""
+        if self.feedback is None:
+            return
+        served = self.served_by(prepared, adapter_version)
+        exchange = Exchange(
+            response_id=prepared.request_id,
+            model=prepared.model,
+            domain=served.domain,
+            adapter=served.adapter,
+            adapter_version=served.adapter_version,
+            index_version=served.index_version,
+            system_prompt=prepared.system_prompt,
+            messages=prepared.messages,
+            answer=text if text is not None else (result.text if result else ""),
+            finish_reason=result.finish_reason if result else None,
+            sources=[source.doc_id for source in prepared.sources],
+            api_key=prepared.principal or None,
+        )
+        try:
+            await asyncio.to_thread(self.feedback.record_exchange, exchange)
+        except (FeedbackStoreError, OSError) as err:
+            log.error("could not record %s for feedback: %s", prepared.request_id, err)
 
     def _record(
         self,

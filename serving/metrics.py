@@ -83,6 +83,12 @@ class Metrics:
         self.reindex_jobs = Counter(
             "lorag_reindex_jobs", "Re-index jobs by final status", ["status"], registry=r
         )
+        self.feedback = Counter(
+            "lorag_feedback",
+            "Feedback events on responses, by rating ('none': a correction without a rating)",
+            ["rating"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -83,6 +83,32 @@ class DomainSpec(BaseModel):
     mode: SearchMode | None = None
 
 
+class FeedbackSettings(BaseModel):
+    """Recording chat exchanges for `POST /v1/feedback` and `lorag feedback export`.
+
+    Each replica appends to `<data_dir>/feedback/<replica>.jsonl` (see `serving.feedback`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="record each completed chat exchange so it can receive feedback"
+    )
+    replica: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="name of this replica's feedback file (default: the host name)",
+    )
+    max_exchanges: int = Field(
+        20_000,
+        ge=10,
+        description="exchanges kept per replica; beyond it the oldest unrated go first",
+    )
+    retention_days: float | None = Field(
+        90.0, gt=0, description="exchanges and their feedback older than this are dropped"
+    )
+
+
 class ServingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -105,6 +131,7 @@ class ServingSettings(BaseModel):
     limits: LimitSettings = LimitSettings()
     sampling: SamplingDefaults = SamplingDefaults()
     engine: EngineSettings = EngineSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     domains: dict[str, DomainSpec] = Field(
         default_factory=dict, description="domains created at start-up unless the state has them"
     )

@@ -61,11 +61,11 @@ def _resolve_base(config: Any, override: str | None) -> Path:
 
 def serve_command(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="[default: serving.host]")] = None,
-    port: Annotated[int | None, typer.Option(help="[default: serving.port]")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: serving.host from the config)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port from the config)")] = None,
     base_model: Annotated[
         str | None,
-        typer.Option("--base-model", help="Model id or folder [default: model.base_model]"),
+        typer.Option("--base-model", help="Model id or folder (default: model.base_model from the config)"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
