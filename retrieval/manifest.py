@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class AdapterManifest(BaseModel):
     data: list[DataFile] = Field(default_factory=list)
     metrics: dict[str, Any] = Field(default_factory=dict)
     lorag_version: str
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     def save(self, adapter_dir: Path) -> Path:
         path = Path(adapter_dir) / MANIFEST_FILE

@@ -45,6 +45,9 @@ class EmbeddingSettings(BaseModel):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
+    # Chunks embedded and written per step of an index run; an interrupted run redoes at most
+    # this much work, and the progress bar moves once per step.
+    chunks_per_step: int = Field(256, ge=1)
 
 
 class RetrievalSettings(BaseModel):

@@ -1,0 +1,294 @@
+"""Retrieval benchmark: indexing throughput against raw `SentenceTransformer.encode`, and
+query latency per search mode, on a generated corpus in Qdrant local mode.
+
+    .venv/bin/python benchmarks/retrieval.py               # about 10,000 chunks
+    .venv/bin/python benchmarks/retrieval.py --chunks 1000 # a quick run
+
+Goals: `Retriever.index` throughput at least 0.9x raw encoding of the same chunk texts (the
+exact texts the Retriever embeds: heading path + chunk); hybrid p50 at most 15 ms, query
+embedding included. Latency is split into the query embedding and the Qdrant call, so a
+missed goal shows where the time goes.
+
+`--random-document-vectors` replaces only the model's compute for *documents* with random
+unit vectors (queries still use the real model, sparse vectors are real): it measures Qdrant's
+query latency at full scale and the indexing pipeline's own cost (loading, chunking, sparse
+vectors, writes) in minutes, where real embedding of 10,000 chunks takes most of an hour on a
+busy 2-core machine. Its table says so, and it has no throughput ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from retrieval import Retriever
+from retrieval.chunking import Chunker
+from retrieval.embedding import Embedder
+from retrieval.loaders import parse_document, scan_folder
+from retrieval.retriever import _filter, _request
+from retrieval.settings import RetrievalSettings
+
+SECTIONS_PER_DOC = 10
+DOMAIN = "bench"
+console = Console()
+
+_WORD_TEXT = """
+the a of to and in is for on with as by that this be are from at or an it can when each which
+use set run node port cache queue index disk memory server client request token limit error
+retry timeout backup restore upgrade policy user account group role network route packet
+firewall rule log metric alert threshold schedule job worker cluster replica shard leader
+follower snapshot ledger pouch invoice refund shipping warranty device firmware sensor battery
+voltage current power fan speed temperature
+"""
+_WORDS = _WORD_TEXT.split()
+
+
+def _pseudo_words(rng: random.Random, count: int) -> list[str]:
+    syllables = ["ka", "lo", "mi", "ren", "to", "sa", "vi", "dor", "ul", "en", "qua", "zi"]
+    return ["".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))) for _ in range(count)]
+
+
+def generate_corpus(root: Path, chunks: int, parts: int, seed: int = 0) -> list[Path]:
+    """Markdown documents of SECTIONS_PER_DOC sections (about a chunk each), in `parts`
+    folders of about equal size; returns the part folders."""
+    rng = random.Random(seed)
+    vocabulary = _WORDS * 3 + _pseudo_words(rng, 3000)
+    documents = max(parts, round(chunks / SECTIONS_PER_DOC))
+    folders = [root / f"part{number:02d}" for number in range(parts)]
+    for number in range(documents):
+        lines = [f"# Component {number}\n"]
+        for section in range(SECTIONS_PER_DOC):
+            lines.append(f"## Topic {number}.{section} {rng.choice(vocabulary)}\n")
+            sentences = []
+            for _ in range(rng.randint(4, 6)):
+                words = [rng.choice(vocabulary) for _ in range(rng.randint(8, 14))]
+                sentences.append(" ".join(words).capitalize() + ".")
+            lines.append(" ".join(sentences) + "\n")
+        folder = folders[number * parts // documents] / f"area{number % 20:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"doc{number:05d}.md").write_text("\n".join(lines))
+    return folders
+
+
+def chunk_texts(root: Path, embedder: Embedder, settings: RetrievalSettings) -> list[str]:
+    """The exact texts `Retriever.index` embeds for this folder."""
+    found, _ = scan_folder(root, int(settings.max_file_mb * 1024 * 1024))
+    chunker = Chunker(
+        embedder.tokenizer, settings.chunking.max_tokens, settings.chunking.overlap_tokens
+    )
+    return [c.embed_text for source in found for c in chunker.chunk(parse_document(source))]
+
+
+class RandomDocumentEmbedder(Embedder):
+    """The real model for queries; random unit vectors for documents (see the docstring)."""
+
+    def __init__(self, inner: Embedder, seed: int) -> None:
+        super().__init__(inner.name, inner.device, inner.batch_size)
+        self._model = inner.load()
+        self._chunk_tokenizer = inner.tokenizer
+        self._rng = np.random.default_rng(seed)
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        vectors = self._rng.standard_normal((len(texts), self.dimension)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chunks", type=int, default=10_000, help="corpus size in chunks")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="paired rounds: each raw-encodes one part of the corpus and indexes it (adding "
+        "it to the same domain), in alternating order, so both see the same machine load",
+    )
+    parser.add_argument("--queries", type=int, default=40, help="queries per mode")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--random-document-vectors",
+        action="store_true",
+        help="skip the model for documents (Qdrant latency and pipeline cost only)",
+    )
+    args = parser.parse_args()
+    synthetic = args.random_document_vectors
+
+    with tempfile.TemporaryDirectory(prefix="lorag-bench-") as tmp:
+        work = Path(tmp)
+        docs = work / "docs"
+        docs.mkdir()
+        parts = generate_corpus(work / "staging", args.chunks, args.rounds, args.seed)
+        settings = RetrievalSettings.model_validate({"qdrant": {"path": str(work / "qdrant")}})
+        embedder = Embedder(settings.embedding.model, batch_size=settings.embedding.batch_size)
+        model = embedder.load()
+        model.encode(["warm-up"] * 64, batch_size=settings.embedding.batch_size)
+        load_before = os.getloadavg()[0]
+        indexer = RandomDocumentEmbedder(embedder, args.seed) if synthetic else embedder
+
+        texts: list[str] = []
+        chunk_seconds = raw_seconds = index_seconds = 0.0
+        round_ratios: list[float] = []
+        with Retriever(settings, embedder=indexer) as retriever:
+            for number, part in enumerate(parts):
+                started = time.perf_counter()
+                part_texts = chunk_texts(part, embedder, settings)
+                chunk_seconds += time.perf_counter() - started
+                texts.extend(part_texts)
+                shutil.move(part, docs / part.name)
+
+                def raw(part_texts: list[str] = part_texts) -> float:
+                    started = time.perf_counter()
+                    model.encode(part_texts, batch_size=settings.embedding.batch_size)
+                    return time.perf_counter() - started
+
+                def index(expected: int = len(part_texts)) -> float:
+                    started = time.perf_counter()
+                    report = retriever.index(DOMAIN, docs)
+                    assert report.chunks_embedded == expected, (report.chunks_embedded, expected)
+                    return time.perf_counter() - started
+
+                if synthetic:
+                    index_seconds += index()
+                    continue
+                if number % 2 == 0:
+                    raw_part, index_part = raw(), index()
+                else:
+                    index_part, raw_part = index(), raw()
+                raw_seconds += raw_part
+                index_seconds += index_part
+                round_ratios.append(raw_part / index_part)
+                console.print(
+                    f"round {number + 1}/{len(parts)}: {len(part_texts)} chunks, raw "
+                    f"{raw_part:.0f} s, index {index_part:.0f} s, ratio "
+                    f"{raw_part / index_part:.2f}, load {os.getloadavg()[0]:.1f}"
+                )
+            load_after = os.getloadavg()[0]
+            console.print(f"corpus: {len(texts)} chunks; {args.queries} queries per mode …")
+            latency, one_thread = measure_latency(retriever, texts, args)
+
+    table = Table(title=f"lorag retrieval benchmark: {len(texts)} chunks, Qdrant local mode")
+    for column in ("measure", "value", "goal", "met"):
+        table.add_column(column)
+    table.add_row("chunking (load + tokenize)", f"{chunk_seconds:.1f} s", "", "")
+    index_rate = len(texts) / index_seconds
+    if synthetic:
+        table.title += " (RANDOM document vectors: no throughput ratio)"
+        table.add_row(
+            "Retriever.index without document embedding",
+            f"{index_rate:.0f} chunks/s ({index_seconds:.0f} s)",
+            "",
+            "",
+        )
+    else:
+        raw_rate = len(texts) / raw_seconds
+        ratio = index_rate / raw_rate
+        table.add_row("raw encode", f"{raw_rate:.1f} chunks/s ({raw_seconds:.0f} s)", "", "")
+        table.add_row(
+            "Retriever.index", f"{index_rate:.1f} chunks/s ({index_seconds:.0f} s)", "", ""
+        )
+        table.add_row("index / raw", f"{ratio:.2f}", ">= 0.90", "yes" if ratio >= 0.9 else "NO")
+        table.add_row(
+            "  per round (min / median / max)",
+            f"{min(round_ratios):.2f} / {statistics.median(round_ratios):.2f} / "
+            f"{max(round_ratios):.2f}",
+            "",
+            "",
+        )
+    for mode, (totals, embeds, stores) in latency.items():
+        p50 = percentile(totals, 0.5) * 1000
+        p95 = percentile(totals, 0.95) * 1000
+        goal = "<= 15 ms" if mode == "hybrid" else ""
+        met = ("yes" if p50 <= 15 else "NO") if mode == "hybrid" else ""
+        table.add_row(f"{mode} p50 / p95", f"{p50:.1f} / {p95:.1f} ms", goal, met)
+        table.add_row(
+            "  p50 query encoding + Qdrant",
+            f"{statistics.median(embeds) * 1000:.1f} + {statistics.median(stores) * 1000:.1f} ms",
+            "",
+            "",
+        )
+    if one_thread:
+        table.add_row(
+            "query encoding p50, 1 torch thread",
+            f"{statistics.median(one_thread) * 1000:.1f} ms",
+            "",
+            "",
+        )
+    table.caption = (
+        f"load average {load_before:.1f} before, {load_after:.1f} after indexing; "
+        f"{os.cpu_count()} CPUs; model {embedder.model_id}"
+    )
+    console.print(table)
+
+
+def measure_latency(
+    retriever: Retriever, texts: list[str], args: argparse.Namespace
+) -> tuple[dict[str, tuple[list[float], list[float], list[float]]], list[float]]:
+    """Per mode: total search time, and the same search split into query encoding and the
+    Qdrant call; then the query encoding alone with one torch thread."""
+    rng = random.Random(args.seed + 1)
+    queries = []
+    for text in rng.sample(texts, min(args.queries, len(texts))):
+        words = text.split("\n", 1)[-1].split()
+        start = rng.randint(0, max(0, len(words) - 8))
+        queries.append(" ".join(words[start : start + 8]))
+    latency = {}
+    for mode in ("dense", "sparse", "hybrid"):
+        for query in queries[:3]:  # warm-up
+            retriever.search(DOMAIN, query, k=args.k, mode=mode)  # type: ignore[arg-type]
+        totals, embeds, stores = [], [], []
+        for query in queries:
+            started = time.perf_counter()
+            retriever.search(DOMAIN, query, k=args.k, mode=mode)  # type: ignore[arg-type]
+            totals.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            dense = (
+                retriever.embedder.embed_queries([query])[0].tolist() if mode != "sparse" else None
+            )
+            sparse = retriever._encoder.encode_query(query) if mode != "dense" else None
+            embeds.append(time.perf_counter() - started)
+            request = _request(mode, dense, sparse, args.k, _filter(None, None, None))
+            started = time.perf_counter()
+            retriever._query(DOMAIN, [request])
+            stores.append(time.perf_counter() - started)
+        latency[mode] = (totals, embeds, stores)
+    # On a busy machine two OpenMP threads waiting for each other can cost more than the
+    # tiny matmuls of one query: measure the encoding with one intra-op thread too.
+    import torch
+
+    threads = torch.get_num_threads()
+    one_thread = []
+    try:
+        torch.set_num_threads(1)
+        for query in queries:
+            started = time.perf_counter()
+            retriever.embedder.embed_queries([query])
+            one_thread.append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return latency, one_thread
+
+
+if __name__ == "__main__":
+    main()
