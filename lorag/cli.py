@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lorag.commands import common, config, feedback, retrieval, serving
+from lorag.commands import common, config, feedback, retrieval, serving, training
 from lorag.commands import eval as eval_commands
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ def _root(
 
 
 retrieval.register(app)
+training.register(app)
 serving.register(app)
 feedback.register(app)
 config.register(app)

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from eval.settings import EvalSettings
 from retrieval.settings import RetrievalSettings
 from serving.settings import ServingSettings
-from training.settings import TrainingSettings
+from training.settings import ModelSettings, TrainingSettings
 
 DEFAULT_CONFIG_FILE = Path("lorag.yaml")
 
@@ -35,6 +35,7 @@ class LoragConfig(BaseSettings):
         nested_model_default_partial_update=True,
     )
 
+    model: ModelSettings = ModelSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()

@@ -1,9 +1,99 @@
-"""Settings of the training package."""
+"""Settings of the training package, and of the base model that training and serving share."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Dtype = Literal["float32", "bfloat16", "auto"]
+
+
+class ModelSettings(BaseModel):
+    """The base model: `gemma-3-270m` (offline default), a local folder, or a cached HF id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = "gemma-3-270m"
+    cache_dir: Path = Path("lorag-data/models")
+    dtype: Dtype = "float32"
+
+
+class LoraSettings(BaseModel):
+    """PEFT LoRA hyper-parameters. vLLM must be started with `max_lora_rank >= r`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, le=256)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class RaftSettings(BaseModel):
+    """How retrieval-aware samples are built from question/answer pairs and a domain's index."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    distractors: int | None = Field(
+        None,
+        ge=0,
+        le=50,
+        description="distractor passages per sample; null: the server's k for the domain - 1",
+    )
+    search_k: int = Field(10, ge=1, le=200, description="hits searched to pick them from")
+    distractor_only_fraction: float = Field(
+        0.2, ge=0, le=1, description="share of samples whose context lacks the gold chunk"
+    )
+    cite: bool = Field(True, description="end answers with the gold passage's number, like [2]")
+    system_prompt: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _search_covers_distractors(self) -> RaftSettings:
+        if self.distractors is not None and self.search_k < self.distractors:
+            raise ValueError("search_k must be at least distractors")
+        return self
 
 
 class TrainingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    output_root: Path = Path("lorag-data/adapters")
+    lora: LoraSettings = LoraSettings()
+    raft: RaftSettings = RaftSettings()
+
+    # Data
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    skip_invalid: bool = Field(False, description="drop invalid lines instead of refusing")
+    max_seq_len: int = Field(2048, ge=16)
+    packing: bool = False
+
+    # Optimisation
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["linear", "cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(5, ge=0)
+    batch_size: int = Field(4, ge=1, description="sequences per micro-batch (per device)")
+    grad_accumulation: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
+    epochs: float = Field(3.0, gt=0)
+    seed: int = 0
+
+    # Evaluation, early stopping, checkpoints
+    eval_every: int = Field(50, ge=1)
+    early_stopping_patience: int | None = Field(
+        3, ge=1, description="evaluations without improvement before stopping; null = never"
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, description="a smaller validation-loss decrease is no improvement"
+    )
+    save_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+
+    # Accelerators (CUDA only; see docs/training.md)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    gradient_checkpointing: bool = False

@@ -236,7 +236,6 @@ def perplexity_cmd(
     from eval.perplexity import build_report, collect_text_files, evaluate_perplexity
     from eval.report import write_report
     from training.base_models import resolve_base_model
-    from training.settings import ModelSettings
 
     config = config_of(ctx)
     settings = config.eval.perplexity
@@ -246,7 +245,7 @@ def perplexity_cmd(
         raise ValueError(f"--stride ({step}) must be smaller than --max-length ({window})")
     files = collect_text_files(text_files)
     # The shared base-model section (`model:`), where the config has one; else its defaults.
-    model = getattr(config, "model", None) or ModelSettings()
+    model = config.model
     base_name = base or model.base_model
     with console.status("Resolving the base model") as status:
         base_dir = resolve_base_model(base_name, model.cache_dir)

@@ -45,9 +45,8 @@ def log_config(level: str) -> dict[str, Any]:
 
 def _resolve_base(config: Any, override: str | None) -> Path:
     from training.base_models import GEMMA_270M, resolve_base_model
-    from training.settings import ModelSettings
 
-    model = getattr(config, "model", None) or ModelSettings()
+    model = config.model
     name = override or model.base_model
     cached = (Path(model.cache_dir) / GEMMA_270M / "config.json").is_file()
     note = (
