@@ -48,6 +48,7 @@ eval_commands.register(app)
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     FileNotFoundError,
+    FileExistsError,
     PermissionError,
     RuntimeError,
     ConnectionError,

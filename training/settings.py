@@ -15,9 +15,14 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = "gemma-3-270m"
-    cache_dir: Path = Path("lorag-data/models")
-    dtype: Dtype = "float32"
+    base_model: str = Field(
+        "gemma-3-270m",
+        description="`gemma-3-270m` (offline, from PyPI), a local folder, or a cached HF id",
+    )
+    cache_dir: Path = Field(
+        Path("lorag-data/models"), description="where converted base models are kept"
+    )
+    dtype: Dtype = Field("float32", description="training/eval dtype (float32 on CPU)")
 
 
 class LoraSettings(BaseModel):
