@@ -19,7 +19,7 @@ import uvicorn
 class BackgroundServer:
     """uvicorn serving `app` on a free loopback port until `stop()`; waits for /ready."""
 
-    def __init__(self, app: Any, start_timeout_s: float = 240.0) -> None:
+    def __init__(self, app: Any, start_timeout_s: float = 600.0) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
