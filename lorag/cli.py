@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lorag.commands import common, config, feedback, retrieval, serving, training
+from lorag.commands import common, config, demo, feedback, retrieval, serving, training
 from lorag.commands import eval as eval_commands
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ training.register(app)
 serving.register(app)
 feedback.register(app)
 config.register(app)
+demo.register(app)
 eval_commands.register(app)
 
 # Errors a user can act on: print the message, not a traceback (LORAG_DEBUG=1 shows it).
