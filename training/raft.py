@@ -6,10 +6,13 @@ the very call the server makes, so the adapter learns on the prompt it will be s
 - the gold chunk: for each `gold_doc(s)` the chunk of that document that contains the answer
   (or, if none does, the one that matches the question best); without gold documents, the
   best-ranked search hit containing the answer (or an alias), else the top hit;
-- distractors: the best-ranked other hits (other documents when gold documents are given,
-  else other chunks that do not contain the answer): hard negatives like the server's;
-- both in a seeded shuffled order; a configurable fraction of samples holds distractors only,
-  so the model also learns to answer when retrieval misses (RAFT's recipe);
+- the passages, by `order`: `retrieved` (default) shows the server's own top-k for the
+  question in rank order, with the gold chunk put in at a random place when retrieval missed
+  it, so the adapter trains on exactly the prompts it will be served, near-duplicate
+  neighbours of the gold chunk included; `shuffled` is RAFT's recipe: the gold chunk and the
+  best-ranked hits of other documents (hard negatives) in a seeded random order;
+- a configurable fraction of samples holds no passage with the answer, so the model also
+  learns to answer when retrieval misses; `samples_per_pair` draws each pair several times;
 - the assistant turn is the answer, followed by the gold passage's number (`[2]`) when
   `cite` is set, as the shared instruction asks the model to cite.
 
@@ -152,7 +155,18 @@ def build_raft_examples(
             results = [source.search(domain, question, **options) for question in questions]
         for (where, pair), hits in zip(batch, results):
             gold, pool = _gold_and_pool(source, domain, where, pair, list(hits), stats)
-            examples.append(_sample(where, pair, gold, pool, distractors, settings, stats))
+            served = list(hits)[:k]
+            for variant in range(settings.samples_per_pair):
+                rng = random.Random(
+                    f"lorag-raft:{settings.seed}:{pair.question}:{pair.answer}:{variant}"
+                )
+                with_gold = rng.random() >= settings.distractor_only_fraction or not pool
+                if settings.order == "retrieved":
+                    passages = _served_passages(served, gold, pool, pair, with_gold, k, rng)
+                else:
+                    passages = _shuffled_passages(gold, pool, with_gold, distractors, rng)
+                stats.distractor_only += not with_gold
+                examples.append(_example(pair, passages, gold, with_gold, settings, where))
     return examples, stats
 
 
@@ -188,28 +202,53 @@ def _gold_and_pool(
     return [gold], pool
 
 
-def _sample(
-    where: str,
-    pair: QAPair,
+def _shuffled_passages(
+    gold: list[Chunk], pool: list[Chunk], with_gold: bool, distractors: int, rng: random.Random
+) -> list[Chunk]:
+    """RAFT's order: gold + the best distractors (or distractors only), shuffled."""
+    passages = gold + pool[:distractors] if with_gold else pool[: distractors + len(gold)]
+    rng.shuffle(passages)
+    return passages
+
+
+def _served_passages(
+    served: list[Chunk],
     gold: list[Chunk],
     pool: list[Chunk],
-    distractors: int,
+    pair: QAPair,
+    with_gold: bool,
+    k: int,
+    rng: random.Random,
+) -> list[Chunk]:
+    """The server's top-k in rank order; the gold chunk put in (or taken out) as drawn."""
+    gold_keys = {_key(g) for g in gold}
+    answers = [pair.answer, *pair.aliases]
+    if not with_gold:  # what a retrieval miss looks like: no passage holds the answer
+        misses = [h for h in pool if not _contains_answer(h.text, answers)]
+        return (misses or pool)[:k]
+    if any(_key(h) in gold_keys for h in served):
+        return served
+    passages = [h for h in served if _key(h) not in gold_keys][: max(k - len(gold), 0)]
+    for chunk in gold:
+        passages.insert(rng.randint(0, len(passages)), chunk)
+    return passages
+
+
+def _example(
+    pair: QAPair,
+    passages: list[Chunk],
+    gold: list[Chunk],
+    with_gold: bool,
     settings: RaftSettings,
-    stats: RaftStats,
+    where: str,
 ) -> Example:
-    """Gold + distractors (or distractors only) in a seeded order, then the answer."""
-    rng = random.Random(f"lorag-raft:{settings.seed}:{pair.question}:{pair.answer}")
-    with_gold = rng.random() >= settings.distractor_only_fraction or not pool
-    if with_gold:
-        passages = gold + pool[:distractors]
-    else:
-        passages = pool[: distractors + len(gold)]
-        stats.distractor_only += 1
-    rng.shuffle(passages)
+    """The chat example: the question with its passages, then the answer (and its citation)."""
     answer = pair.answer
     if settings.cite and with_gold:
-        numbers = sorted(passages.index(g) + 1 for g in gold)
-        answer += " [" + ", ".join(str(n) for n in numbers) + "]"
+        gold_keys = {_key(g) for g in gold}
+        numbers = [n for n, p in enumerate(passages, start=1) if _key(p) in gold_keys]
+        if numbers:
+            answer += " [" + ", ".join(str(n) for n in numbers) + "]"
     messages = build_messages(
         [{"role": "user", "content": pair.question}], passages, settings.system_prompt
     )

@@ -51,6 +51,17 @@ class RaftSettings(BaseModel):
     distractor_only_fraction: float = Field(
         0.2, ge=0, le=1, description="share of samples whose context lacks the gold chunk"
     )
+    order: Literal["retrieved", "shuffled"] = Field(
+        "retrieved",
+        description=(
+            "retrieved: the server's top-k in rank order (the served prompt), the gold chunk "
+            "put in at a random place when retrieval missed it; shuffled: gold + distractors "
+            "from other documents in random order (RAFT's recipe)"
+        ),
+    )
+    samples_per_pair: int = Field(
+        1, ge=1, le=20, description="samples built per pair, each with its own random draws"
+    )
     cite: bool = Field(True, description="end answers with the gold passage's number, like [2]")
     system_prompt: str | None = None
     seed: int = 0

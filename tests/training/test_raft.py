@@ -75,7 +75,9 @@ def _passages_of(user_text: str) -> list[str]:
 def test_samples_hold_gold_and_distractors_exactly_as_the_server_renders_them():
     pairs = [("qa.jsonl:1", QAPair(question="How long do refunds take?", answer="fourteen days",
                                    gold_doc="refunds.md"))]  # fmt: skip
-    settings = RaftSettings(distractors=2, distractor_only_fraction=0.0, system_prompt="Be brief.")
+    settings = RaftSettings(
+        order="shuffled", distractors=2, distractor_only_fraction=0.0, system_prompt="Be brief."
+    )
     [example], stats = build_raft_examples(pairs, FakeIndex(), "shop", settings)
     assert stats.gold_from_ids == 1 and stats.distractor_only == 0
     *prompt, answer = example.messages
@@ -99,7 +101,8 @@ def test_the_gold_chunk_is_the_one_with_the_answer_and_distractors_come_from_oth
     pair = QAPair(question="What does the warranty exclude?", answer="water damage",
                   gold_docs=["warranty.md"])  # fmt: skip
     [example], _ = build_raft_examples([("f:1", pair)], FakeIndex(), "shop",
-                                       RaftSettings(distractors=3, distractor_only_fraction=0))  # fmt: skip
+                                       RaftSettings(order="shuffled", distractors=3,
+                                                    distractor_only_fraction=0))  # fmt: skip
     user = example.messages[-2]["content"]
     assert "The warranty excludes water damage." in user
     assert "The warranty lasts two years." not in user
@@ -110,7 +113,8 @@ def test_without_gold_ids_the_best_hit_containing_the_answer_is_gold():
     pair = QAPair(question="Is shipping free?", answer="above fifty euro",
                   aliases=["free above fifty euro"])  # fmt: skip
     [example], stats = build_raft_examples([("f:1", pair)], FakeIndex(), "shop",
-                                           RaftSettings(distractors=2, distractor_only_fraction=0))  # fmt: skip
+                                           RaftSettings(order="shuffled", distractors=2,
+                                                        distractor_only_fraction=0))  # fmt: skip
     user = example.messages[-2]["content"]
     assert stats.gold_by_answer == 1
     assert "Shipping is free above fifty euro." in user
@@ -126,7 +130,7 @@ def test_distractor_only_fraction_order_and_seed_are_deterministic():
                           gold_doc="refunds.md"))
         for i in range(40)
     ]  # fmt: skip
-    settings = RaftSettings(distractors=2, distractor_only_fraction=0.25, seed=3)
+    settings = RaftSettings(order="shuffled", distractors=2, distractor_only_fraction=0.25, seed=3)
     first, stats = build_raft_examples(pairs, FakeIndex(), "shop", settings)
     again, _ = build_raft_examples(pairs, FakeIndex(), "shop", settings)
     assert [e.messages for e in first] == [e.messages for e in again]
@@ -145,8 +149,52 @@ def test_distractor_only_fraction_order_and_seed_are_deterministic():
     assert [e.messages for e in other_seed] != [e.messages for e in first]
     # k (the server's passage count) sets the distractors when they are not given.
     [five], _ = build_raft_examples(pairs[:1], FakeIndex(), "shop",
-                                    RaftSettings(distractor_only_fraction=0), k=5)  # fmt: skip
+                                    RaftSettings(order="shuffled", distractor_only_fraction=0), k=5)  # fmt: skip
     assert len(_passages_of(five.messages[-2]["content"])) == 5
+
+
+def test_retrieved_order_is_the_servers_top_k_with_the_gold_chunk_put_in_when_missed():
+    index = FakeIndex()
+    settings = RaftSettings(distractor_only_fraction=0, system_prompt="Be brief.")
+    assert settings.order == "retrieved"
+    # Retrieval finds the gold chunk: the prompt is exactly the server's top 3, in rank order.
+    found = QAPair(question="Is shipping free above fifty euro?", answer="above fifty euro",
+                   gold_doc="shipping.md")  # fmt: skip
+    [example], _ = build_raft_examples([("f:1", found)], index, "shop", settings, k=3)
+    served = index.search("shop", found.question, k=3)
+    assert example.messages[:-1] == build_messages(
+        [{"role": "user", "content": found.question}], served, "Be brief."
+    )
+    gold_rank = [c.text for c in served].index("Shipping is free above fifty euro.") + 1
+    assert example.messages[-1]["content"] == f"above fifty euro [{gold_rank}]"
+    # Retrieval misses it: the gold chunk replaces the lowest-ranked hit, the others keep order.
+    missed = QAPair(question="What is free above fifty euro?", answer="Water damage",
+                    gold_docs=["warranty.md"])  # fmt: skip
+    top = index.search("shop", missed.question, k=3)
+    assert all(c.text != "The warranty excludes water damage." for c in top)
+    [example], _ = build_raft_examples([("f:2", missed)], index, "shop", settings, k=3)
+    shown = _chunks_in(example.messages[-2]["content"], index.chunks)
+    assert [c.text for c in shown if c.doc_id != "warranty.md"] == [c.text for c in top[:2]]
+    assert len(shown) == 3 and sum(c.doc_id == "warranty.md" for c in shown) == 1
+    at = next(n for n, c in enumerate(shown, start=1) if c.doc_id == "warranty.md")
+    assert example.messages[-1]["content"] == f"Water damage [{at}]"
+
+
+def test_samples_per_pair_draw_independently_and_misses_hold_no_answer():
+    pairs = [(f"f:{i}", QAPair(question=f"question {i}: how long do refunds take?",
+                               answer="fourteen days", gold_doc="refunds.md"))
+             for i in range(30)]  # fmt: skip
+    settings = RaftSettings(samples_per_pair=3, distractor_only_fraction=0.3, seed=1)
+    examples, stats = build_raft_examples(pairs, FakeIndex(), "shop", settings, k=3)
+    assert len(examples) == 90 and [e.origin for e in examples[:3]] == ["f:0"] * 3
+    misses = [e for e in examples if "fourteen days" not in e.messages[-2]["content"]]
+    assert len(misses) == stats.distractor_only and 9 <= len(misses) <= 45
+    for example in misses:  # a retrieval miss: three passages, none with the answer, no citation
+        assert len(_passages_of(example.messages[-2]["content"])) == 3
+        assert example.messages[-1]["content"] == "fourteen days"
+    for example in examples:
+        if example not in misses:
+            assert re.fullmatch(r"fourteen days \[\d\]", example.messages[-1]["content"])
 
 
 def test_qa_files_are_validated_and_unknown_gold_docs_refused(tmp_path):
@@ -184,7 +232,10 @@ def test_raft_on_the_real_retriever(tmp_path):
     with Retriever(settings) as retriever:
         retriever.index("shop", root)
         examples, stats = build_raft_examples(
-            pairs, retriever, "shop", RaftSettings(distractors=2, distractor_only_fraction=0)
+            pairs,
+            retriever,
+            "shop",
+            RaftSettings(order="shuffled", distractors=2, distractor_only_fraction=0),
         )
         hits = retriever.search("shop", "How long is the warranty?", k=10)
     assert stats.gold_from_ids == 2 and stats.gold_by_answer == 1
