@@ -12,12 +12,12 @@ class JudgeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    base_url: str | None = None  # e.g. http://127.0.0.1:8001/v1
-    model: str | None = None
+    enabled: bool = Field(False, description="grade answers with the judge model")
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8001/v1")
+    model: str | None = Field(None, description="the judge's model id at base_url")
     api_key: SecretStr | None = None
-    timeout_s: float = Field(60.0, gt=0)
-    max_tokens: int = Field(8, ge=1, le=256)
+    timeout_s: float = Field(60.0, gt=0, description="per judge request")
+    max_tokens: int = Field(8, ge=1, le=256, description="the judge replies with a grade")
 
     @model_validator(mode="after")
     def _endpoint_when_enabled(self) -> JudgeSettings:
@@ -31,8 +31,8 @@ class PerplexitySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_length: int = Field(512, ge=8)
-    stride: int = Field(256, ge=1)
+    max_length: int = Field(512, ge=8, description="tokens per window")
+    stride: int = Field(256, ge=1, description="tokens the window moves by; each is scored once")
 
     @model_validator(mode="after")
     def _stride_within_window(self) -> PerplexitySettings:
@@ -46,30 +46,34 @@ class LoadSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    concurrency: int = Field(4, ge=1, le=256)
-    duration_s: float = Field(30.0, gt=0, le=24 * 3600)
-    max_requests: int = Field(10_000, ge=1)
-    max_tokens: int = Field(64, ge=1)
-    prompt: str = Field("Summarise what this service does in two sentences.", min_length=1)
+    concurrency: int = Field(4, ge=1, le=256, description="requests kept in flight")
+    duration_s: float = Field(30.0, gt=0, le=24 * 3600, description="how long to send requests")
+    max_requests: int = Field(10_000, ge=1, description="requests sent, at most")
+    max_tokens: int = Field(64, ge=1, description="tokens generated per request")
+    prompt: str = Field(
+        "Summarise what this service does in two sentences.",
+        min_length=1,
+        description="the user message of every request",
+    )
 
 
 class EvalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    report_dir: Path = Path("reports")
+    report_dir: Path = Field(Path("reports"), description="each run writes a folder here")
     # recall@k and answer-in-context@k are reported at each of these; MRR and nDCG at rank_k.
     k_values: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
     rank_k: int = Field(10, ge=1, le=100)
     # Retrieval eval fetches this many chunks per k so that doc-level dedup still fills k docs.
     fetch_factor: int = Field(3, ge=1, le=10)
-    server_url: str = "http://127.0.0.1:8000"
+    server_url: str = Field("http://127.0.0.1:8000", description="the lorag server to evaluate")
     api_key: SecretStr | None = None
     admin_api_key: SecretStr | None = None
     # Answers eval: chunks the server retrieves for the RAG configurations (None: its default).
     k: int | None = Field(None, ge=1, le=100)
-    max_tokens: int = Field(128, ge=1)
-    concurrency: int = Field(4, ge=1, le=64)
-    request_timeout_s: float = Field(300.0, gt=0)
+    max_tokens: int = Field(128, ge=1, description="answers eval: tokens generated per answer")
+    concurrency: int = Field(4, ge=1, le=64, description="answers eval: requests in flight")
+    request_timeout_s: float = Field(300.0, gt=0, description="per request")
     judge: JudgeSettings = JudgeSettings()
     perplexity: PerplexitySettings = PerplexitySettings()
     load: LoadSettings = LoadSettings()

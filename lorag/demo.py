@@ -459,6 +459,26 @@ def _group_members(pgid: int) -> list[int]:
     return sorted(members)
 
 
+SMALL_MACHINE_CPUS = 4
+
+
+def engine_cpu_env(cpus: set[int] | None = None) -> dict[str, str]:
+    """vLLM-CPU thread binding for the demo's server on a machine of at most 4 cores.
+
+    By default vLLM-CPU binds its worker to all cores but one, which it keeps for the API
+    process; on 2 cores that halves generation speed. Here the one worker gets every core
+    (measured on 2 cores: the eval stage took 178 s instead of 269 s, same answers).
+    Values already in the environment win.
+    """
+    cpus = cpus if cpus is not None else set(os.sched_getaffinity(0))
+    if not cpus or len(cpus) > SMALL_MACHINE_CPUS:
+        return {}
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in sorted(cpus)),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+
+
 class DemoServer:
     """`lorag serve` in its own process group, logging to a file; stopped with SIGTERM."""
 
@@ -471,6 +491,8 @@ class DemoServer:
     def start(self) -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        for name, value in engine_cpu_env().items():
+            env.setdefault(name, value)
         with self.log_file.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command,
@@ -620,10 +642,14 @@ def build_samples(
         raft = raft.model_copy(update={"system_prompt": domain.system_prompt})
     k = spec.k or config.retrieval.k
     examples, stats = build_raft_examples(pairs, retriever, domain.name, raft, k, spec.mode)
+    layout = (
+        f"the server's top {k} in rank order, the gold passage put in when retrieval missed it"
+        if raft.order == "retrieved"
+        else f"the gold passage + {k - 1} retrieved distractors, shuffled"
+    )
     console.print(
-        f"[bold]{domain.name}[/]: {stats.pairs} training questions -> RAFT samples with "
-        f"{k} passages each (gold passage + {k - 1} retrieved distractors; "
-        f"{stats.distractor_only} with distractors only)",
+        f"[bold]{domain.name}[/]: {stats.pairs} training questions -> {len(examples)} RAFT "
+        f"samples ({layout}; {stats.distractor_only} without the answer)",
         highlight=False,
     )
     return examples, info

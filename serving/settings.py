@@ -47,11 +47,13 @@ class LimitSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_body_bytes: int = Field(1 << 20, ge=1024)
-    max_upload_bytes: int = Field(20 << 20, ge=1024)
-    max_messages: int = Field(64, ge=1)
-    max_tokens: int = Field(2048, ge=1)
-    max_k: int = Field(20, ge=1, le=100)
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="JSON request body size, at most")
+    max_upload_bytes: int = Field(
+        20 << 20, ge=1024, description="document upload size (re-indexing over HTTP), at most"
+    )
+    max_messages: int = Field(64, ge=1, description="messages in one chat request, at most")
+    max_tokens: int = Field(2048, ge=1, description="max_tokens a request may ask for")
+    max_k: int = Field(20, ge=1, le=100, description="retrieved passages a request may ask for")
     adapter_capacity_wait_s: float = Field(
         30.0, ge=0, description="how long a load waits for a replaced version to drain"
     )
@@ -62,9 +64,9 @@ class SamplingDefaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1, description="tokens generated per reply, at most")
+    temperature: float = Field(0.0, ge=0, le=2, description="0: greedy (reproducible)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
 
 
 class DomainSpec(BaseModel):
@@ -76,11 +78,13 @@ class DomainSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    adapter: str | None = Field(None, pattern=NAME_PATTERN)
-    index: bool = False
-    system_prompt: str | None = None
-    k: int | None = Field(None, ge=1, le=100)
-    mode: SearchMode | None = None
+    adapter: str | None = Field(
+        None, pattern=NAME_PATTERN, description="the adapter's name; null: the base model"
+    )
+    index: bool = Field(False, description="retrieve context from the index of the same name")
+    system_prompt: str | None = Field(None, description="put first in every conversation")
+    k: int | None = Field(None, ge=1, le=100, description="passages retrieved per question")
+    mode: SearchMode | None = Field(None, description="hybrid, dense or sparse search")
 
 
 class FeedbackSettings(BaseModel):
@@ -112,21 +116,29 @@ class FeedbackSettings(BaseModel):
 class ServingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on")
     served_model_name: str | None = Field(
         None, description="id of the base model in the API (default: its folder name)"
     )
     api_keys: list[ApiKey] = Field(
         default_factory=list, description="no keys: the API is open (a warning is logged)"
     )
-    adapters_root: Path = Path("lorag-data/adapters")
-    data_dir: Path = Path("lorag-data/serving")
+    adapters_root: Path = Field(
+        Path("lorag-data/adapters"), description="the only folder adapters are loaded from"
+    )
+    data_dir: Path = Field(
+        Path("lorag-data/serving"), description="state file, uploaded documents and feedback"
+    )
     state_store: StateStoreKind = Field(
         "auto",
         description="auto: a Qdrant collection when retrieval.qdrant.url is set, else a file",
     )
-    state_collection: str = Field("lorag_serving_state", pattern=r"^[A-Za-z0-9_-]+$")
+    state_collection: str = Field(
+        "lorag_serving_state",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Qdrant collection of the shared state (state_store: qdrant)",
+    )
     sync_interval_s: float = Field(5.0, gt=0, description="how often replicas re-read the state")
     limits: LimitSettings = LimitSettings()
     sampling: SamplingDefaults = SamplingDefaults()

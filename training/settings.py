@@ -76,38 +76,48 @@ class RaftSettings(BaseModel):
 class TrainingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    output_root: Path = Path("lorag-data/adapters")
+    output_root: Path = Field(
+        Path("lorag-data/adapters"), description="adapters are written to <output_root>/<name>"
+    )
     lora: LoraSettings = LoraSettings()
     raft: RaftSettings = RaftSettings()
 
     # Data
-    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of conversations held out for validation loss"
+    )
     skip_invalid: bool = Field(False, description="drop invalid lines instead of refusing")
-    max_seq_len: int = Field(2048, ge=16)
-    packing: bool = False
+    max_seq_len: int = Field(
+        2048,
+        ge=16,
+        description="tokens per sequence; longer conversations are dropped, with a warning",
+    )
+    packing: bool = Field(False, description="pack several conversations into one sequence")
 
     # Optimisation
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["linear", "cosine", "constant"] = "cosine"
+    schedule: Literal["linear", "cosine", "constant"] = Field(
+        "cosine", description="learning-rate decay after warm-up"
+    )
     warmup_steps: int = Field(5, ge=0)
     batch_size: int = Field(4, ge=1, description="sequences per micro-batch (per device)")
-    grad_accumulation: int = Field(1, ge=1)
+    grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimiser step")
     max_grad_norm: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(3.0, gt=0, description="passes over the training data")
     seed: int = 0
 
     # Evaluation, early stopping, checkpoints
-    eval_every: int = Field(50, ge=1)
+    eval_every: int = Field(50, ge=1, description="steps between validation-loss evaluations")
     early_stopping_patience: int | None = Field(
         3, ge=1, description="evaluations without improvement before stopping; null = never"
     )
     early_stopping_min_delta: float = Field(
         0.0, ge=0, description="a smaller validation-loss decrease is no improvement"
     )
-    save_every: int = Field(50, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
+    save_every: int = Field(50, ge=1, description="steps between checkpoints (for --resume)")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept on disk")
 
     # Accelerators (CUDA only; see docs/training.md)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
