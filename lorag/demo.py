@@ -52,13 +52,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
 
 from lorag.config import LoragConfig, load_config
+from lorag.progress import index_progress
 
 DEMO_FILE = Path("examples") / "demo.yaml"
 MARKER_FILE = "lorag-demo.json"  # marks a data folder as the demo's own (safe to recreate)
@@ -593,18 +593,9 @@ def resolve_model(settings: DemoSettings, console: Console) -> Path:
 def index_domains(retriever: Any, domains: list[ExampleDomain], console: Console) -> dict:
     """Stage 2: each domain's docs/ into its own index."""
     reports = {}
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     for domain in domains:
-        with Progress(*columns, console=console, transient=True) as bar:
-            report = retriever.index(
-                domain.name, domain.docs, progress=_index_progress(bar, domain.name)
-            )
+        with index_progress(console, domain.name) as progress:
+            report = retriever.index(domain.name, domain.docs, progress=progress)
         reports[domain.name] = report
         console.print(
             f"[bold]{domain.name}[/]: {report.documents_total} documents, "
@@ -613,19 +604,6 @@ def index_domains(retriever: Any, domains: list[ExampleDomain], console: Console
             highlight=False,
         )
     return reports
-
-
-def _index_progress(bar: Progress, domain: str):
-    """A `Retriever.index` progress callback: one bar per stage (reading, chunking, ...)."""
-    labels = {"scan": "reading", "chunk": "chunking", "embed": "embedding"}
-    tasks: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(f"{domain}: {labels.get(stage, stage)}", total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return progress
 
 
 def build_samples(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from serving.files import atomic_write
 from serving.paths import UnsafePathError, relative_parts, resolve_under
 
 
@@ -54,22 +53,16 @@ class DocumentStore:
             raise UnsafePathError(f"{relative!r}: is a folder")
         digest = hashlib.sha256()
         size = 0
-        handle, temp = tempfile.mkstemp(prefix=".upload-", suffix=".partial", dir=target.parent)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                while block := data.read(1 << 20):
-                    size += len(block)
-                    if size > max_bytes:
-                        raise DocumentTooLargeError(
-                            f"{relative!r}: larger than the upload limit of {max_bytes} bytes "
-                            "(serving.limits.max_upload_bytes)"
-                        )
-                    digest.update(block)
-                    out.write(block)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_write(target, "wb", prefix=".upload-", suffix=".partial") as out:
+            while block := data.read(1 << 20):
+                size += len(block)
+                if size > max_bytes:
+                    raise DocumentTooLargeError(
+                        f"{relative!r}: larger than the upload limit of {max_bytes} bytes "
+                        "(serving.limits.max_upload_bytes)"
+                    )
+                digest.update(block)
+                out.write(block)
         return "/".join(parts), size, digest.hexdigest()
 
     def delete(self, domain: str, relative: str) -> None:

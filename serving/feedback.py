@@ -46,7 +46,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -60,6 +59,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from retrieval.prompt import build_messages
+from serving.files import atomic_write
 from serving.settings import FeedbackSettings
 
 log = logging.getLogger("lorag.serving")
@@ -363,16 +363,8 @@ class FeedbackStore:
         total = len(lines) + malformed + torn
         if len(keep) == total and sum(map(len, lines)) == size:
             return total, 0
-        handle_fd, temp = tempfile.mkstemp(prefix=".feedback-", dir=self.folder)
-        try:
-            with os.fdopen(handle_fd, "wb") as out:
-                out.writelines(lines[number] for number in sorted(keep))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path, "wb", prefix=".feedback-") as out:
+            out.writelines(lines[number] for number in sorted(keep))
         return len(keep), total - len(keep)
 
     def close(self) -> None:
@@ -545,14 +537,8 @@ def write_jsonl(text: str, path: Path) -> None:
     """Write `text` to `path` atomically (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as out:
+        out.write(text)
 
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")

@@ -10,8 +10,6 @@ Replicas re-read the store periodically and converge on it (see `serving.sync`).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 from pydantic import BaseModel, Field, ValidationError
 
+from serving.files import atomic_write
 from serving.settings import DomainSpec
 
 _NAMESPACE = uuid.UUID("1b0c4f3e-7a52-4f4e-9b7c-2f6d0c2d8a11")
@@ -97,16 +96,8 @@ class FileStateStore:
             return state
 
     def _write(self, state: ServingState) -> None:
-        handle, temp = tempfile.mkstemp(prefix=".state-", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w") as out:
-                out.write(state.model_dump_json(indent=2))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path, prefix=".state-") as out:
+            out.write(state.model_dump_json(indent=2))
 
     def close(self) -> None:
         pass

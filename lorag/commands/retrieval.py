@@ -8,20 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from lorag.commands import common
-
-_STAGES = {"scan": "Reading files", "chunk": "Chunking", "embed": "Embedding and storing"}
+from lorag.progress import index_progress
 
 
 def _index(
@@ -41,24 +31,8 @@ def _index(
     from retrieval import Retriever
 
     config = common.config_of(ctx)
-    with Retriever(config.retrieval) as retriever:
-        columns = (
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=common.err_console, transient=True) as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(_STAGES.get(stage, stage), total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
-            report = retriever.index(domain, path, rebuild=rebuild, progress=progress)
+    with Retriever(config.retrieval) as retriever, index_progress(common.err_console) as progress:
+        report = retriever.index(domain, path, rebuild=rebuild, progress=progress)
     summary = Table(title=f"Indexed {path} into domain {domain!r}", show_header=False)
     summary.add_column(style="bold")
     summary.add_column()
