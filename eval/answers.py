@@ -5,7 +5,13 @@ Each question is asked, greedily (temperature 0), under each configuration:
 - `base`: the base model alone (adapter off, retrieval off);
 - `base+rag`: the base model with retrieved context;
 - `adapter`: the domain's adapter without retrieval;
-- `adapter+rag`: the adapter with retrieved context.
+- `adapter+rag`: the adapter with retrieved context;
+- `base+rag+Nshot`: the base model asked with a few-shot completion prompt (N solved
+  training questions with their own retrieved context; `eval.few_shot`), the fair baseline
+  for a pretrained base, which was never taught a chat template.
+
+Every report names the strongest configuration without an adapter: the bar an adapter
+has to clear.
 
 The configuration travels per request as `extra_body={"lorag": {"adapter": ..., "retrieval":
 ..., "k": ...}}`; the server returns the sources it used in the `sources` extension field.
@@ -14,6 +20,7 @@ The configuration travels per request as `extra_body={"lorag": {"adapter": ..., 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ from openai import AsyncOpenAI
 
 from eval.client import check_model, describe_error, extension
 from eval.dataset import EvalItem
+from eval.few_shot import SolvedExample, ask_few_shot, choose_shots, solved_examples
 from eval.judge import Judge
 from eval.metrics import (
     answer_contained,
@@ -42,6 +50,7 @@ class Configuration:
     name: str
     adapter: bool
     retrieval: bool
+    shots: int = 0  # > 0: the base model asked few-shot over /v1/completions
 
 
 CONFIGURATIONS = {
@@ -57,16 +66,40 @@ CONFIGURATIONS = {
 METRICS = ("exact_match", "token_f1", "contained", "groundedness", "citation_accuracy", "judge")
 
 
+_FEW_SHOT = re.compile(r"^base\+rag\+([1-9][0-9]?)shot$")
+
+
+def configuration(name: str) -> Configuration | None:
+    """A configuration by name (`base+rag+3shot`: few-shot with 3 examples), or None."""
+    if name in CONFIGURATIONS:
+        return CONFIGURATIONS[name]
+    match = _FEW_SHOT.match(name)
+    if match:
+        return Configuration(name, adapter=False, retrieval=True, shots=int(match.group(1)))
+    return None
+
+
 def parse_configurations(text: str) -> list[Configuration]:
     """`base,base+rag` -> configurations, in the order given; unknown names are an error."""
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONFIGURATIONS]
+    unknown = [n for n in names if configuration(n) is None]
     if unknown or not names:
         raise ValueError(
             f"unknown configuration(s) {unknown or text!r}; choose from "
             + ", ".join(CONFIGURATIONS)
+            + ", base+rag+Nshot (N = 1..99)"
         )
-    return [CONFIGURATIONS[n] for n in dict.fromkeys(names)]
+    return [c for n in dict.fromkeys(names) if (c := configuration(n)) is not None]
+
+
+def strongest_base(summary: dict[str, Any], configs: Sequence[Configuration]) -> str | None:
+    """The configuration without an adapter that contains the answer most often."""
+    scored = [
+        (summary[c.name]["contained"], c.name)
+        for c in configs
+        if not c.adapter and summary.get(c.name, {}).get("contained") is not None
+    ]
+    return max(scored)[1] if scored else None
 
 
 def score_answer(item: EvalItem, output: str, sources: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -105,20 +138,15 @@ async def ask(
     config: Configuration,
     max_tokens: int,
     k: int | None,
+    examples: Sequence[SolvedExample] = (),
 ) -> dict[str, Any]:
     """One question under one configuration: the response, its timing and its metrics."""
+    if config.shots:
+        return await _ask_few_shot(client, domain, item, config, max_tokens, k, examples)
     switches: dict[str, Any] = {"adapter": config.adapter, "retrieval": config.retrieval}
     if k is not None and config.retrieval:
         switches["k"] = k
-    row: dict[str, Any] = {
-        "id": item.id,
-        "line": item.line,
-        "config": config.name,
-        "question": item.question,
-        "answer": item.answer,
-        "aliases": list(item.aliases),
-        "gold_docs": list(item.gold_docs),
-    }
+    row = _row(item, config)
     started = time.perf_counter()
     try:
         response = await client.chat.completions.create(
@@ -150,6 +178,53 @@ async def ask(
     return row
 
 
+def _row(item: EvalItem, config: Configuration) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "line": item.line,
+        "config": config.name,
+        "question": item.question,
+        "answer": item.answer,
+        "aliases": list(item.aliases),
+        "gold_docs": list(item.gold_docs),
+    }
+
+
+async def _ask_few_shot(
+    client: AsyncOpenAI,
+    domain: str,
+    item: EvalItem,
+    config: Configuration,
+    max_tokens: int,
+    k: int | None,
+    examples: Sequence[SolvedExample],
+) -> dict[str, Any]:
+    row = _row(item, config)
+    started = time.perf_counter()
+    try:
+        prompt, sources, response = await ask_few_shot(
+            client, domain, item, examples[: config.shots], max_tokens, k
+        )
+    except Exception as err:  # noqa: BLE001 - every failure is recorded, none stops the run
+        row.update(error=describe_error(err), latency_s=time.perf_counter() - started)
+        return row
+    choice = response.choices[0]
+    output = (choice.text or "").strip()
+    row.update(
+        error=None,
+        output=output,
+        finish_reason=choice.finish_reason,
+        latency_s=time.perf_counter() - started,
+        completion_tokens=response.usage.completion_tokens if response.usage else None,
+        prompt_tokens=response.usage.prompt_tokens if response.usage else None,
+        sources=sources,
+        served_by=extension(response, "lorag") or {},
+        prompt=prompt,
+        **score_answer(item, output, sources),
+    )
+    return row
+
+
 async def evaluate_answers(
     client: AsyncOpenAI,
     domain: str,
@@ -160,14 +235,28 @@ async def evaluate_answers(
     k: int | None = None,
     judge: Judge | None = None,
     progress: Callable[[], None] | None = None,
+    shots_pool: Sequence[EvalItem] = (),
 ) -> list[dict[str, Any]]:
-    """Ask every question under every configuration, at most `concurrency` at a time."""
+    """Ask every question under every configuration, at most `concurrency` at a time.
+
+    `shots_pool` (the domain's training questions) feeds the `base+rag+Nshot` configurations.
+    """
     check_configurations(domain, await check_model(client, domain), configs)
+    most_shots = max((c.shots for c in configs), default=0)
+    examples: list[SolvedExample] = []
+    if most_shots:
+        if not shots_pool:
+            raise ValueError(
+                "few-shot configurations need solved examples: pass the domain's training "
+                "questions (--shots-from FILE)"
+            )
+        shots = choose_shots(shots_pool, items, most_shots)
+        examples = await solved_examples(client, domain, shots, k)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(item: EvalItem, config: Configuration) -> dict[str, Any]:
         async with gate:
-            row = await ask(client, domain, item, config, max_tokens, k)
+            row = await ask(client, domain, item, config, max_tokens, k, examples)
             if judge is not None and row["error"] is None:
                 try:
                     row["judge"], row["judge_reply"] = await judge.grade(
@@ -210,6 +299,38 @@ def summarise(rows: Sequence[dict[str, Any]], configs: Sequence[Configuration]) 
     return summary
 
 
+def _margin(summary: dict[str, Any], strongest: str | None) -> dict[str, Any]:
+    """Each adapter configuration's containment minus the strongest base's."""
+    if strongest is None:
+        return {}
+    bar = summary[strongest]["contained"]
+    return {
+        "margins": {
+            name: s["contained"] - bar
+            for name, s in summary.items()
+            if name.startswith("adapter") and s["contained"] is not None
+        }
+    }
+
+
+def _prompt_sections(
+    rows: Sequence[dict[str, Any]], configs: Sequence[Configuration]
+) -> dict[str, str]:
+    """The exact prompt of each few-shot configuration's first question, for the report."""
+    sections = {}
+    for config in configs:
+        if not config.shots:
+            continue
+        first = next((r for r in rows if r["config"] == config.name and r.get("prompt")), None)
+        if first is not None:
+            sections[f"The prompt {config.name} sent for {first['id']}"] = (
+                "Sent to `/v1/completions` with `model: base`, temperature 0, stop at a "
+                "newline; the solved examples are training questions, each with its own "
+                "retrieved context.\n\n```text\n" + first["prompt"] + "\n```"
+            )
+    return sections
+
+
 def build_report(
     rows: Sequence[dict[str, Any]],
     configs: Sequence[Configuration],
@@ -217,6 +338,7 @@ def build_report(
 ) -> Report:
     """Tables, plots and per-question results of an answers eval."""
     summary = summarise(rows, configs)
+    strongest = strongest_base(summary, configs)
     judged = params.get("judge", "off") != "off"
     metrics = [
         m
@@ -245,6 +367,15 @@ def build_report(
             "also needs gold documents."
         ),
     )
+    if strongest:
+        table.note += (
+            f" Strongest configuration without an adapter: {strongest}"
+            + "".join(
+                f"; {name} minus {strongest}: {value:+.1%} contained"
+                for name, value in _margin(summary, strongest).get("margins", {}).items()
+            )
+            + "."
+        )
     errors = [r for r in rows if r["error"] is not None]
     tables = [table]
     if errors:
@@ -272,10 +403,11 @@ def build_report(
         ),
     }
     return Report(
+        sections=_prompt_sections(rows, configs),
         kind="answers",
         title=f"Answers eval: {params.get('domain', '')}",
         params=params,
-        summary={"configs": summary},
+        summary={"configs": summary, "strongest_base": strongest, **_margin(summary, strongest)},
         results=list(rows),
         tables=tables,
         figures=figures,

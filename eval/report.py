@@ -68,6 +68,7 @@ class Report:
     results: list[dict[str, Any]]
     tables: list[Table]
     figures: dict[str, Figure] = field(default_factory=dict)  # file name -> figure
+    sections: dict[str, str] = field(default_factory=dict)  # heading -> Markdown, after tables
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -147,6 +148,8 @@ def write_report(report: Report, report_dir: Path) -> WrittenReport:
     ]
     for table in report.tables:
         parts += ["", table.markdown()]
+    for heading, text in report.sections.items():
+        parts += ["", f"## {heading}", "", text.rstrip()]
     if plots:
         parts += ["", "## Plots", ""]
         parts += [f"![{p.stem}]({p.name})" for p in plots]

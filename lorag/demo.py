@@ -108,14 +108,26 @@ class ReplaceSettings(BaseModel):
 
 
 class EvalBudget(BaseModel):
-    """Stage 7: the first `questions` held-out questions of each domain, per configuration."""
+    """Stage 7: the held-out questions of each domain (all, or the first `questions`), per
+    configuration; few-shot configurations draw their examples from the training questions."""
 
     model_config = ConfigDict(extra="forbid")
 
-    questions: int = Field(20, ge=1)
-    configs: list[Literal["base", "base+rag", "adapter", "adapter+rag"]] = Field(
-        default_factory=lambda: list(CONFIGURATIONS), min_length=1
+    questions: int | None = Field(None, ge=1, description="per domain; null: all of them")
+    configs: list[str] = Field(
+        default_factory=lambda: list(CONFIGURATIONS),
+        min_length=1,
+        description="base, base+rag, adapter, adapter+rag, base+rag+Nshot",
     )
+
+    @field_validator("configs")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        from eval.answers import parse_configurations
+
+        parse_configurations(",".join(value))  # raises with the known names
+        return value
+
     max_tokens: int = Field(32, ge=1)
     concurrency: int = Field(8, ge=1, le=64)
 
@@ -663,6 +675,7 @@ def train_adapters(
             base_model=plan.settings.base_model,
             domain=name,
             dtype=plan.settings.dtype,
+            prompt_layout=config.model.prompt_layout,
             progress=True,
             console=console,
         )
@@ -871,6 +884,7 @@ async def _evaluate(
 ) -> list[dict[str, Any]]:
     from eval.answers import evaluate_answers, parse_configurations
     from eval.client import make_client
+    from eval.dataset import load_eval_set
 
     budget = plan.settings.eval
     client = make_client(plan.url, plan.keys.chat, plan.settings.request_timeout_s)
@@ -884,6 +898,7 @@ async def _evaluate(
             budget.concurrency,
             k=plan.config.eval.k,
             progress=progress,
+            shots_pool=load_eval_set(domain.train_qa),
         )
     finally:
         await client.close()
@@ -937,20 +952,26 @@ def evaluate(plan: DemoPlan, console: Console) -> dict[str, DomainEval]:
         if verdict:
             console.print(f"[bold]{name}[/]: {verdict}", highlight=False)
         console.print(f"  report: {result.report}", highlight=False)
+    overall = _verdict(pooled(evals))
+    if overall and len(evals) > 1:
+        console.print(f"[bold]All domains[/]: {overall}", highlight=False)
     return evals
 
 
 def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{100 * value:.0f}%"
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def results_table(evals: dict[str, DomainEval]) -> Table:
     table = Table(title="Held-out questions: answer metrics per configuration")
+    rows = [(name, result.summary) for name, result in evals.items()]
+    if len(evals) > 1:
+        rows.append(("all", pooled(evals)))
     for column in ("domain", "configuration", "questions", "errors", "contained", "exact match",
                    "token F1", "p50 latency"):  # fmt: skip
         table.add_column(column)
-    for name, result in evals.items():
-        for config, s in result.summary.items():
+    for name, summary in rows:
+        for config, s in summary.items():
             latency = s.get("latency_p50_s")
             table.add_row(
                 name,
@@ -965,16 +986,43 @@ def results_table(evals: dict[str, DomainEval]) -> Table:
     return table
 
 
+def pooled(evals: dict[str, DomainEval]) -> dict[str, dict[str, Any]]:
+    """Each configuration's metrics over every domain's questions together."""
+    totals: dict[str, dict[str, Any]] = {}
+    for result in evals.values():
+        for config, s in result.summary.items():
+            t = totals.setdefault(config, {"questions": 0, "errors": 0, "answered": 0})
+            t["questions"] += s["questions"]
+            t["errors"] += s["errors"]
+            t["answered"] += s["answered"]
+            for metric in ("contained", "exact_match", "token_f1"):
+                if s.get(metric) is not None:
+                    t[f"_{metric}"] = t.get(f"_{metric}", 0.0) + s[metric] * s["answered"]
+    for t in totals.values():
+        for metric in ("contained", "exact_match", "token_f1"):
+            total = t.pop(f"_{metric}", None)
+            t[metric] = None if total is None or not t["answered"] else total / t["answered"]
+    return totals
+
+
 def _verdict(summary: dict[str, dict[str, Any]]) -> str:
+    """adapter+rag against the strongest configuration without an adapter."""
     adapter = (summary.get("adapter+rag") or {}).get("contained")
-    base = (summary.get("base+rag") or {}).get("contained")
-    if adapter is None or base is None:
+    bases = {
+        name: s["contained"]
+        for name, s in summary.items()
+        if not name.startswith("adapter") and s.get("contained") is not None
+    }
+    if adapter is None or not bases:
         return ""
-    delta = 100 * (adapter - base)
+    strongest = max(bases, key=lambda name: bases[name])
+    delta = 100 * (adapter - bases[strongest])
     word = "beats" if delta > 0 else "does not beat"
     return (
-        f"adapter+rag contains the answer in {_pct(adapter)} of held-out questions, base+rag "
-        f"in {_pct(base)}: the adapter {word} the base model ({delta:+.0f} points)"
+        f"adapter+rag contains the answer in {100 * adapter:.1f}% of "
+        f"{summary['adapter+rag']['questions']} held-out questions; the strongest base "
+        f"configuration, {strongest}, in {100 * bases[strongest]:.1f}%: the adapter {word} it "
+        f"({delta:+.1f} points)"
     )
 
 
@@ -1021,10 +1069,19 @@ def write_summary(result: DemoResult) -> Path:
                     f"| {name} | {config} | {s['questions']} | {s['errors']} | "
                     f"{_pct(s['contained'])} | {_pct(s['exact_match'])} | {_pct(s['token_f1'])} |"
                 )
+        if len(result.evals) > 1:
+            for config, s in pooled(result.evals).items():
+                lines.append(
+                    f"| all | {config} | {s['questions']} | {s['errors']} | "
+                    f"{_pct(s['contained'])} | {_pct(s['exact_match'])} | {_pct(s['token_f1'])} |"
+                )
         lines.append("")
         for name, e in result.evals.items():
             verdict = _verdict(e.summary)
             lines.append(f"- `{name}`: report `{e.report}`" + (f"; {verdict}" if verdict else ""))
+        overall = _verdict(pooled(result.evals))
+        if overall and len(result.evals) > 1:
+            lines.append(f"- all domains: {overall}")
     path = folder / "demo-summary.md"
     path.write_text("\n".join(lines) + "\n")
     payload = {

@@ -49,14 +49,17 @@ def resolve_adapter_dir(adapters_root: Path, relative: str) -> Path:
     return folder
 
 
-def check_manifest(folder: Path, base_fingerprint: str, base_model: str) -> AdapterManifest:
+def check_manifest(
+    folder: Path, base_fingerprint: str, base_model: str, prompt_format: str = PROMPT_FORMAT
+) -> AdapterManifest:
     """Refuse an adapter trained for another base model or another prompt format."""
     manifest = AdapterManifest.load(folder)
     manifest.check_base(base_fingerprint, base_model)
-    if manifest.prompt_format != PROMPT_FORMAT:
+    if manifest.prompt_format != prompt_format:
         raise AdapterCompatibilityError(
             f"adapter {manifest.name!r} was trained with prompt format "
-            f"{manifest.prompt_format!r}, but this server renders {PROMPT_FORMAT!r}; retrain it"
+            f"{manifest.prompt_format!r}, but this server renders {prompt_format!r} "
+            "(model.prompt_layout); retrain it, or serve with the layout it was trained on"
         )
     return manifest
 

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from transformers import AutoTokenizer
 
 from retrieval.manifest import fingerprint_model
+from retrieval.prompt import resolve_layout
 from retrieval.settings import RetrievalSettings
 from serving.adapters import AdapterRegistry
 from serving.chat import ChatService
@@ -48,14 +49,19 @@ def create_app(
     model_path: Path,
     *,
     engine: Engine | None = None,
+    prompt_layout: str = "auto",
 ) -> FastAPI:
     """The lorag server for the base model at `model_path`.
+
+    `prompt_layout` is `model.prompt_layout`: `chat`, `completion` or `auto` (decided from
+    the model folder, as training decides it; see `retrieval.prompt.resolve_layout`).
 
     The lifespan starts the engine (`serving.engine.create_engine`) unless one is given;
     a given engine must already be started and is left running at shutdown (its owner
     stops it). `/ready` answers 200 once the engine runs and the shared state is restored.
     """
     model_path = Path(model_path)
+    layout = resolve_layout(prompt_layout, model_path)
     metrics = Metrics()
 
     @asynccontextmanager
@@ -110,6 +116,7 @@ def create_app(
                 documents=DocumentStore(settings.data_dir / "documents"),
                 jobs=JobManager(lambda job: metrics.reindex_jobs.labels(job.status).inc()),
                 state=await asyncio.to_thread(store.read),
+                layout=layout,
             )
             if settings.feedback.enabled:
                 feedback_store = await asyncio.to_thread(

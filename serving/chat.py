@@ -1,8 +1,9 @@
 """Chat completions: route a request to a domain/adapter, retrieve, render, generate.
 
 The prompt is rendered in exactly one way, the way training renders it:
-`build_messages(messages, hits, system_prompt)` and then the tokenizer's chat template with
-a generation prompt. The engine receives token ids.
+`build_messages(messages, hits, system_prompt)`, then the tokenizer's chat template with a
+generation prompt (`chat` layout) or the plain-text completion layout, which also stops
+generation at the end of the answer's line (`completion`). The engine receives token ids.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from retrieval.errors import DomainNotFoundError, RetrievalError
-from retrieval.prompt import build_messages
+from retrieval.prompt import COMPLETION_STOP, build_messages, completion_ids
 from retrieval.results import Hit
 from retrieval.settings import SearchMode
 from serving.context import ServerContext
@@ -29,7 +30,13 @@ from serving.engine.base import EngineError, GenerationChunk, SamplingOptions
 from serving.engine.errors import InvalidRequestError
 from serving.errors import APIError, bad_request, conflict, error_body, not_found
 from serving.feedback import Exchange, FeedbackStore, FeedbackStoreError
-from serving.protocol import ChatCompletionRequest, LoragOptions, ServedBy, Source
+from serving.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    LoragOptions,
+    ServedBy,
+    Source,
+)
 from serving.search import retrieval_api_error
 from serving.state import DomainRecord
 
@@ -66,8 +73,8 @@ class PreparedChat:
     system_prompt: str | None = None
 
 
-def new_request_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+def new_request_id(prefix: str = "chatcmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 class ChatService:
@@ -170,9 +177,13 @@ class ChatService:
         system_prompt = route.domain.system_prompt if route.domain else None
         try:
             chat = build_messages(messages, hits, system_prompt)
-            prompt_ids = ctx.tokenizer.apply_chat_template(
-                chat, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
+            if ctx.layout == "completion":
+                prompt_ids, _ = completion_ids(ctx.tokenizer, chat)
+                stops = (*stops, COMPLETION_STOP)  # where a completion-layout answer ends
+            else:
+                prompt_ids = ctx.tokenizer.apply_chat_template(
+                    chat, add_generation_prompt=True, tokenize=True, return_dict=False
+                )
         except (ValueError, TemplateError) as err:
             raise bad_request(f"cannot render the conversation: {err}", param="messages") from err
 
@@ -188,16 +199,7 @@ class ChatService:
                 param="messages",
                 code="context_length_exceeded",
             )
-        sampling = ctx.settings.sampling
-        options = SamplingOptions(
-            max_tokens=max_tokens,
-            temperature=sampling.temperature
-            if request.temperature is None
-            else request.temperature,
-            top_p=sampling.top_p if request.top_p is None else request.top_p,
-            stop=stops,
-            seed=request.seed,
-        )
+        options = self.sampling_options(request, max_tokens, stops)
         sources = [
             Source(
                 index=number,
@@ -222,6 +224,21 @@ class ChatService:
             principal=principal,
             messages=messages,
             system_prompt=system_prompt,
+        )
+
+    def sampling_options(
+        self, request: ChatCompletionRequest | CompletionRequest, max_tokens: int, stops: tuple
+    ) -> SamplingOptions:
+        """The engine's sampling: the request's values over the server's defaults."""
+        sampling = self.ctx.settings.sampling
+        return SamplingOptions(
+            max_tokens=max_tokens,
+            temperature=sampling.temperature
+            if request.temperature is None
+            else request.temperature,
+            top_p=sampling.top_p if request.top_p is None else request.top_p,
+            stop=stops,
+            seed=request.seed,
         )
 
     @staticmethod
@@ -276,24 +293,7 @@ class ChatService:
 
     async def complete(self, prepared: PreparedChat) -> dict[str, Any]:
         """A whole `chat.completion` response."""
-        ctx = self.ctx
-        lease = self._lease(prepared)
-        ctx.metrics.in_flight.inc()
-        status, result = "error", None
-        try:
-            result = await ctx.engine.generate(
-                prepared.prompt_ids, prepared.options, lease.adapter, prepared.request_id
-            )
-            status = "ok"
-        except InvalidRequestError as err:
-            raise bad_request(str(err), param="messages") from err
-        except EngineError as err:
-            raise APIError(500, f"generation failed: {err}", code="engine_error") from err
-        finally:
-            lease.release()
-            ctx.metrics.in_flight.dec()
-            version = lease.adapter.version if lease.adapter else None
-            self._record(prepared, version, result, status, stream=False)
+        result, version = await self.generate(prepared)
         await self._remember(prepared, version, result)
         usage = self._usage(prepared, result)
         return {
@@ -313,6 +313,28 @@ class ChatService:
             "sources": [source.model_dump() for source in prepared.sources],
             "lorag": self.served_by(prepared, version).model_dump(),
         }
+
+    async def generate(self, prepared: PreparedChat) -> tuple[GenerationChunk, int | None]:
+        """The whole generation of a prepared request, on the adapter version it leased."""
+        ctx = self.ctx
+        lease = self._lease(prepared)
+        ctx.metrics.in_flight.inc()
+        status, result = "error", None
+        try:
+            result = await ctx.engine.generate(
+                prepared.prompt_ids, prepared.options, lease.adapter, prepared.request_id
+            )
+            status = "ok"
+        except InvalidRequestError as err:
+            raise bad_request(str(err), param="messages") from err
+        except EngineError as err:
+            raise APIError(500, f"generation failed: {err}", code="engine_error") from err
+        finally:
+            lease.release()
+            ctx.metrics.in_flight.dec()
+            version = lease.adapter.version if lease.adapter else None
+            self._record(prepared, version, result, status, stream=False)
+        return result, version
 
     async def stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
         """Server-sent events: `chat.completion.chunk`s, then `data: [DONE]`."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retrieval.prompt import PromptLayout, prompt_format
 from retrieval.settings import RetrievalSettings
 from serving.adapters import AdapterRegistry
 from serving.documents import DocumentStore
@@ -34,6 +35,11 @@ class ServerContext:
     documents: DocumentStore
     jobs: JobManager
     state: ServingState  # the store's content as this replica last read or wrote it
+    layout: PromptLayout = "chat"  # how prompts are laid out (retrieval.prompt)
+
+    @property
+    def prompt_format(self) -> str:
+        return prompt_format(self.layout)
 
     def is_base(self, model: str) -> bool:
         return model in (BASE_ALIAS, self.base_model_id)

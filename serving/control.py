@@ -38,7 +38,9 @@ class ControlPlane:
         ctx = self.ctx
         try:
             folder = resolve_adapter_dir(ctx.settings.adapters_root, relative)
-            await asyncio.to_thread(check_manifest, folder, ctx.base_fingerprint, ctx.base_model_id)
+            await asyncio.to_thread(
+                check_manifest, folder, ctx.base_fingerprint, ctx.base_model_id, ctx.prompt_format
+            )
         except AdapterPathError as err:
             raise bad_request(str(err), param="path", code="invalid_adapter_path") from err
         except AdapterCompatibilityError as err:
@@ -223,7 +225,11 @@ class ControlPlane:
                 try:
                     folder = resolve_adapter_dir(self.ctx.settings.adapters_root, record.path)
                     await asyncio.to_thread(
-                        check_manifest, folder, self.ctx.base_fingerprint, self.ctx.base_model_id
+                        check_manifest,
+                        folder,
+                        self.ctx.base_fingerprint,
+                        self.ctx.base_model_id,
+                        self.ctx.prompt_format,
                     )
                     await registry.put(name, record.version, folder)
                 except (AdapterPathError, AdapterCompatibilityError, EngineError) as err:

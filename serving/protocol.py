@@ -97,6 +97,47 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+# OpenAI (legacy) completions: raw text in, text out -----------------------------------------
+
+
+class CompletionRequest(BaseModel):
+    """`/v1/completions`: a prompt the server does not touch (no template, no retrieval).
+
+    How a pretrained base model is asked in its own terms (eval's few-shot baseline uses
+    it); `model` names the base model, an adapter or a domain (its adapter, no retrieval).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    prompt: str | list[str] = Field(description="one prompt (a list must hold exactly one)")
+    max_tokens: int | None = Field(16, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int | None = Field(None, ge=1)
+    stream: bool = False
+    user: str | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+    lorag: ServedBy
+
+
 # Search -----------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ import torch
 from peft import PeftModel
 
 from retrieval.manifest import AdapterManifest, DataFile, fingerprint_model
-from retrieval.prompt import PROMPT_FORMAT
 from training.model import load_model, load_tokenizer
 
 
@@ -42,6 +41,7 @@ def build_manifest(
     domain: str | None,
     base_model: str,
     base_fingerprint: str,
+    prompt_format: str,
     lora: dict[str, Any],
     data: list[DataFile],
     metrics: dict[str, Any],
@@ -51,7 +51,7 @@ def build_manifest(
         domain=domain,
         base_model=base_model,
         base_fingerprint=base_fingerprint,
-        prompt_format=PROMPT_FORMAT,
+        prompt_format=prompt_format,
         lora=lora,
         data=data,
         metrics=metrics,

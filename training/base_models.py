@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from retrieval.prompt import BASE_MODEL_FILE
 from training.chat_template import DEFAULT_CHAT_TEMPLATE, END_OF_TURN
 
 GEMMA_270M = "gemma-3-270m"
@@ -108,6 +109,7 @@ def gemma_270m(cache_dir: Path, dtype: str = "float32") -> Path:
     name = GEMMA_270M if dtype != "bfloat16" else f"{GEMMA_270M}-bfloat16"
     target = cache_dir / name
     if (target / "config.json").is_file():
+        mark_pretrained(target)  # folders converted by earlier versions lack the mark
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
@@ -159,9 +161,21 @@ def _convert_gemma_270m(work: Path, dtype: torch.dtype) -> None:
     )
     model.save_pretrained(work / "model", safe_serialization=True)
     tokenizer.save_pretrained(work / "model")
+    mark_pretrained(work / "model")
     encoded = AutoTokenizer.from_pretrained(work / "model")("x")["input_ids"]
     if encoded[0] != tokenizer.bos_token_id:
         raise RuntimeError(f"{GEMMA_270M}: the saved tokenizer does not prepend <bos>")
+
+
+def mark_pretrained(model_dir: Path) -> None:
+    """Record that a folder holds a pretrained (not instruction-tuned) base.
+
+    `model.prompt_layout: auto` then lays prompts out as plain completion text, which such
+    a model reads, rather than through the chat template lorag attached to it.
+    """
+    marker = model_dir / BASE_MODEL_FILE
+    if not marker.is_file():
+        marker.write_text(json.dumps({"pretrained": True, "source": GEMMA_270M}) + "\n")
 
 
 def add_bos(tokenizer) -> None:

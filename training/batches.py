@@ -16,6 +16,13 @@ from dataclasses import dataclass
 
 import torch
 
+from retrieval.prompt import (
+    PromptLayout,
+    PromptLayoutError,
+    check_one_line_answers,
+    completion_ids,
+)
+
 IGNORE_INDEX = -100
 
 
@@ -61,8 +68,21 @@ def has_generation_markers(template: str) -> bool:
     return bool(_GENERATION_BLOCK.search(template))
 
 
-def tokenize_conversation(tokenizer, messages: Sequence[dict[str, str]]) -> TokenizedExample:
-    """Token ids of a whole conversation with labels on the assistant's tokens only."""
+def tokenize_conversation(
+    tokenizer, messages: Sequence[dict[str, str]], layout: PromptLayout = "chat"
+) -> TokenizedExample:
+    """Token ids of a whole conversation with labels on the assistant's tokens only.
+
+    `layout` is the prompt layout the adapter will be served with (`retrieval.prompt`):
+    `chat` renders through the tokenizer's chat template, `completion` as plain text.
+    """
+    if layout == "completion":
+        try:
+            check_one_line_answers(messages)
+            ids, answer = completion_ids(tokenizer, messages)
+        except PromptLayoutError as err:
+            raise TemplateError(str(err)) from err
+        return TokenizedExample(ids, [t if a else IGNORE_INDEX for t, a in zip(ids, answer)])
     template = tokenizer.chat_template
     if not template:
         raise TemplateError("the tokenizer has no chat template")

@@ -23,6 +23,16 @@ class ModelSettings(BaseModel):
         Path("lorag-data/models"), description="where converted base models are kept"
     )
     dtype: Dtype = Field("float32", description="training/eval dtype (float32 on CPU)")
+    prompt_layout: Literal["auto", "chat", "completion"] = Field(
+        "auto",
+        description=(
+            "how prompts are laid out for the model, in training and serving alike: `chat` "
+            "(the tokenizer's chat template, for instruction-tuned bases), `completion` "
+            "(plain `Context: … Question: … Answer:` text, for pretrained bases), `auto` "
+            "(completion for a pretrained base such as gemma-3-270m or one without a chat "
+            "template, chat otherwise)"
+        ),
+    )
 
 
 class LoraSettings(BaseModel):

@@ -33,9 +33,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import get_scheduler
 
 from retrieval.manifest import MANIFEST_FILE, AdapterManifest, fingerprint_model
+from retrieval.prompt import PromptLayout, prompt_format, resolve_layout
 from training.adapters import build_manifest, lora_summary
 from training.batches import (
     Batch,
+    TemplateError,
     TokenizedExample,
     epoch_batches,
     eval_batches,
@@ -127,12 +129,15 @@ class BatchStream:
 
 
 def tokenize_examples(
-    tokenizer, examples: Sequence[Example], max_len: int
+    tokenizer, examples: Sequence[Example], max_len: int, layout: PromptLayout = "chat"
 ) -> tuple[list[TokenizedExample], list[str]]:
     """Tokenize conversations; those longer than `max_len` are dropped with a warning."""
     kept, warnings = [], []
     for example in examples:
-        tokenized = tokenize_conversation(tokenizer, example.messages)
+        try:
+            tokenized = tokenize_conversation(tokenizer, example.messages, layout)
+        except TemplateError as err:
+            raise TemplateError(f"{example.origin}: {err}") from err
         if len(tokenized) > max_len:
             warnings.append(
                 f"{example.origin}: {len(tokenized)} tokens, over max_seq_len={max_len}; dropped"
@@ -153,6 +158,7 @@ def train(
     domain: str | None = None,
     dtype: str = "float32",
     resume: bool = False,
+    prompt_layout: str = "auto",
     progress: bool = False,
     on_step: Callable[[StepReport], None] | None = None,
     console: Console | None = None,
@@ -160,7 +166,8 @@ def train(
     """Train a LoRA adapter on `dataset` and write it, with its manifest, to `output_dir`.
 
     `model_dir` is a resolved base model folder (see `training.base_models`), `base_model`
-    the name recorded in the manifest (default: the folder). A fresh run refuses a
+    the name recorded in the manifest (default: the folder); `prompt_layout` is
+    `model.prompt_layout` (`auto` decides from the base model). A fresh run refuses a
     non-empty `output_dir`; `resume=True` continues from its latest checkpoint.
     """
     model_dir, output_dir = Path(model_dir), Path(output_dir)
@@ -178,13 +185,16 @@ def train(
     torch.manual_seed(s.seed)
 
     tokenizer = load_tokenizer(model_dir)
-    train_set, warnings = tokenize_examples(tokenizer, dataset.train, s.max_seq_len)
-    val_set, val_warnings = tokenize_examples(tokenizer, dataset.validation, s.max_seq_len)
+    layout = resolve_layout(prompt_layout, model_dir)
+    train_set, warnings = tokenize_examples(tokenizer, dataset.train, s.max_seq_len, layout)
+    val_set, val_warnings = tokenize_examples(
+        tokenizer, dataset.validation, s.max_seq_len, layout
+    )
     warnings = [*dataset.warnings, *warnings, *val_warnings]
     if not train_set:
         raise TrainingError(f"no training example fits in max_seq_len={s.max_seq_len} tokens")
     fingerprint = fingerprint_model(model_dir)
-    run_key = _run_key(dataset, s, fingerprint, world)
+    run_key = _run_key(dataset, s, fingerprint, world, layout)
     if resume:
         _check_run_key(latest, run_key)
 
@@ -287,6 +297,7 @@ def train(
         domain=domain,
         base_model=base_model or str(model_dir),
         base_fingerprint=fingerprint,
+        prompt_format=prompt_format(layout),
         lora=lora_summary(model),
         data=dataset.files,
         metrics=metrics,
@@ -368,8 +379,10 @@ def _metrics(
     }
 
 
-def _run_key(dataset: Dataset, s: TrainingSettings, fingerprint: str, world: int) -> str:
-    """What a checkpoint must match to be resumed: data, batching, LoRA, base model."""
+def _run_key(
+    dataset: Dataset, s: TrainingSettings, fingerprint: str, world: int, layout: str
+) -> str:
+    """What a checkpoint must match to be resumed: data, batching, LoRA, base model, layout."""
     parts = {
         "train": [conversation_key(e.messages) for e in dataset.train],
         "validation": [conversation_key(e.messages) for e in dataset.validation],
@@ -379,6 +392,7 @@ def _run_key(dataset: Dataset, s: TrainingSettings, fingerprint: str, world: int
         ),
         "base": fingerprint,
         "world": world,
+        **({"layout": layout} if layout != "chat" else {}),  # chat: keys of older runs
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

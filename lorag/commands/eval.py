@@ -120,8 +120,19 @@ def answers_cmd(
         str | None, typer.Option(help="Bearer API key (default: eval.api_key)")
     ] = None,
     configs: Annotated[
-        str, typer.Option(help="Comma-separated: base, base+rag, adapter, adapter+rag")
+        str,
+        typer.Option(
+            help="Comma-separated: base, base+rag, adapter, adapter+rag, base+rag+Nshot "
+            "(the base model asked few-shot; needs --shots-from)"
+        ),
     ] = "base,base+rag,adapter,adapter+rag",
+    shots_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="The domain's training QA JSONL: solved examples for base+rag+Nshot "
+            "(questions also in the eval set are never used)"
+        ),
+    ] = None,
     k: Annotated[
         int | None,
         typer.Option(help="Chunks to retrieve (default: eval.k, else the domain's)", min=1),
@@ -160,6 +171,7 @@ def answers_cmd(
     settings = config_of(ctx).eval
     chosen = parse_configurations(configs)
     items = load_eval_set(evalset)[:limit]
+    shots_pool = load_eval_set(shots_from) if shots_from is not None else []
     url = server or settings.server_url
     key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     use_judge = settings.judge.enabled if judge is None else judge
@@ -188,7 +200,7 @@ def answers_cmd(
             try:
                 return await evaluate_answers(
                     client, domain, items, chosen, tokens, inflight, k=k, judge=grader,
-                    progress=lambda: bar.advance(task),
+                    progress=lambda: bar.advance(task), shots_pool=shots_pool,
                 )
             finally:
                 await client.close()
@@ -207,6 +219,7 @@ def answers_cmd(
         "concurrency": inflight,
         "temperature": 0.0,
         "judge": f"{judge_name} at {judge_base}" if use_judge else "off",
+        **({"shots_from": str(shots_from)} if shots_from is not None else {}),
     }
     report = build_report(rows, chosen, params)
     written = write_report(report, out or settings.report_dir)

@@ -81,7 +81,9 @@ def serve_command(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = config.serving.model_copy(update=overrides)
     model_path = _resolve_base(config, base_model)
-    app = create_app(settings, config.retrieval, model_path)
+    app = create_app(
+        settings, config.retrieval, model_path, prompt_layout=config.model.prompt_layout
+    )
     console.print(
         f"Serving [bold]{settings.served_model_name or model_path.name}[/] with the "
         f"{settings.engine.kind} engine at http://{settings.host}:{settings.port} "

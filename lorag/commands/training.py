@@ -135,7 +135,8 @@ def train_command(
     )
     result = train(
         base_dir, dataset, settings, output_dir, name=name, base_model=base_name,
-        domain=domain, dtype=_model_settings(config).dtype, resume=resume, progress=True,
+        domain=domain, dtype=_model_settings(config).dtype, resume=resume,
+        prompt_layout=_model_settings(config).prompt_layout, progress=True,
         console=console,
     )  # fmt: skip
     if raft_examples:

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API: chat completions and models, plus `/v1/search` (scope `chat`)."""
+"""The OpenAI-compatible API: chat and text completions, models, plus `/v1/search` (scope `chat`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from retrieval.errors import RetrievalError
 from serving.chat import new_request_id
+from serving.completions import complete_text, prepare_completion
 from serving.dependencies import Chat, ChatUser, Context
 from serving.errors import bad_request
-from serving.protocol import ChatCompletionRequest, SearchHit, SearchRequest, SearchResponse
+from serving.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    CompletionResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
 from serving.search import retrieval_api_error
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -32,6 +40,14 @@ async def chat_completions(
             headers={**headers, "cache-control": "no-cache"},
         )
     return JSONResponse(await chat.complete(prepared), headers=headers)
+
+
+@router.post("/completions", response_model=CompletionResponse)
+async def completions(user: ChatUser, body: CompletionRequest, chat: Chat) -> CompletionResponse:
+    """OpenAI text completions: the prompt goes to the model as it is (no template, no
+    retrieval); `model` names the base model, an adapter or a domain (its adapter)."""
+    prepared = prepare_completion(chat, body, new_request_id("cmpl"), principal=user.name)
+    return await complete_text(chat, prepared)
 
 
 @router.get("/models")

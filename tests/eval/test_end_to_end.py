@@ -37,6 +37,12 @@ QUESTIONS = [
 ]
 
 
+SHOTS = [  # training questions: solved examples for the few-shot baseline
+    {"question": "What colour carries the warranty?", "answer": "blue"},
+    {"question": "When are refunds issued?", "answer": "when the product is returned unused"},
+]
+
+
 @pytest.fixture(
     scope="module", params=["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
 )
@@ -76,8 +82,10 @@ def server(
     running = BackgroundServer(create_app(settings, retrieval, tiny_model))
     evalset = root / "set.jsonl"
     evalset.write_text("\n".join(json.dumps(q) for q in QUESTIONS) + "\n")
+    shots = root / "train.jsonl"
+    shots.write_text("\n".join(json.dumps(q) for q in [QUESTIONS[0], *SHOTS]) + "\n")
     try:
-        yield {"url": running.url, "evalset": evalset}
+        yield {"url": running.url, "evalset": evalset, "shots": shots}
     finally:
         running.stop()
 
@@ -152,6 +160,49 @@ def test_answers_eval_end_to_end(server: dict, tmp_path: Path) -> None:
         plots=[Path(p) for p in out["files"]["plots"]],
     )
     check_written(written, {"configs.png", "latency.png"}, ["config"])
+
+
+def test_few_shot_baseline_end_to_end(server: dict, tmp_path: Path) -> None:
+    out = invoke([
+        "eval", "answers", "shop", str(server["evalset"]), "--server", server["url"],
+        "--api-key", CHAT_KEY, "--configs", "base+rag,base+rag+2shot,adapter+rag",
+        "--shots-from", str(server["shots"]), "--max-tokens", "6", "--out", str(tmp_path),
+        "--json",
+    ])
+    summary = out["summary"]
+    assert summary["configs"]["base+rag+2shot"]["answered"] == len(QUESTIONS)
+    assert summary["strongest_base"] in ("base+rag", "base+rag+2shot")
+    assert set(summary["margins"]) == {"adapter+rag"}
+    rows = json.loads(Path(out["files"]["results"]).read_text())["results"]
+    few = [r for r in rows if r["config"] == "base+rag+2shot"]
+    for row in few:
+        prompt = row["prompt"]
+        # The shots are the training questions not in the eval set (QUESTIONS[0] is skipped),
+        # each with its own retrieved context, then this question and `Answer:`.
+        assert "Question: " + SHOTS[0]["question"] + "\nAnswer: blue" in prompt
+        assert SHOTS[1]["answer"] in prompt and prompt.count("Context:\n[1] ") == 3
+        assert prompt.endswith("Question: " + row["question"] + "\nAnswer:")
+        # An eval question is never a solved example.
+        assert prompt.count("Question: " + QUESTIONS[0]["question"]) == (row["id"] == "line-1")
+        assert row["served_by"]["adapter"] is None and len(row["sources"]) == 3
+        assert "\n" not in row["output"]
+    # The exact prompt is in the report, and the strongest base configuration is named.
+    report = Path(out["files"]["report"]).read_text()
+    assert "The prompt base+rag+2shot sent for line-1" in report
+    assert "Strongest configuration without an adapter" in report
+
+    runner = CliRunner()
+    same = runner.invoke(cli_app(), [
+        "eval", "answers", "shop", str(server["evalset"]), "--server", server["url"],
+        "--api-key", CHAT_KEY, "--configs", "base+rag+1shot", "--shots-from",
+        str(server["evalset"]), "--out", str(tmp_path / "never"),
+    ])
+    assert isinstance(same.exception, ValueError) and "eval questions themselves" in str(same.exception)
+    missing = runner.invoke(cli_app(), [
+        "eval", "answers", "shop", str(server["evalset"]), "--server", server["url"],
+        "--api-key", CHAT_KEY, "--configs", "base+rag+1shot", "--out", str(tmp_path / "never"),
+    ])
+    assert isinstance(missing.exception, ValueError) and "--shots-from" in str(missing.exception)
 
 
 def test_load_eval_end_to_end_with_adapter_replacements(server: dict, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from lorag.demo import STAGES, DemoError, engine_cpu_env, prepare, run_demo
 from retrieval.manifest import AdapterManifest, fingerprint_model
-from retrieval.prompt import PROMPT_FORMAT
+from retrieval.prompt import prompt_format
 from tests.support.tiny_models import build_tiny_model
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -49,8 +49,15 @@ def _demo_file(tmp: Path, model: Path, domains: list[Path]) -> Path:
             "server_start_timeout_s": 300,
             "ask": {"questions": 1, "max_tokens": 8},
             "replace": {"concurrency": 2, "requests_after_swap": 2, "max_tokens": 8},
-            "eval": {"questions": 2, "max_tokens": 8, "concurrency": 4},
+            "eval": {
+                "questions": 2,
+                "max_tokens": 8,
+                "concurrency": 4,
+                "configs": ["base+rag", "base+rag+1shot", "adapter+rag"],
+            },
         },
+        # The layout for pretrained bases, trained and served end to end on the real engine.
+        "model": {"prompt_layout": "completion"},
         "retrieval": {"chunking": {"max_tokens": 64, "overlap_tokens": 8}, "k": 2},
         "training": {
             "max_steps": 2,
@@ -113,7 +120,7 @@ def test_demo_end_to_end_on_the_tiny_model(demo_inputs) -> None:
         manifest = AdapterManifest.load(folder)
         assert (manifest.name, manifest.domain) == (domain.name, domain.name)
         assert manifest.base_fingerprint == fingerprint
-        assert manifest.prompt_format == PROMPT_FORMAT
+        assert manifest.prompt_format == prompt_format("completion")
         assert manifest.metrics["steps"] == 2
         questions = len(domain.train_qa.read_text().splitlines())
         samples = [json.loads(line) for line in (folder / "raft-samples.jsonl").open()]
@@ -154,7 +161,7 @@ def test_demo_end_to_end_on_the_tiny_model(demo_inputs) -> None:
         assert evaluation.report.is_file() and evaluation.results.is_file()
         assert sorted(p.name for p in evaluation.plots) == ["configs.png", "latency.png"]
         assert all(p.stat().st_size > 0 for p in evaluation.plots)
-        assert set(evaluation.summary) == {"base", "base+rag", "adapter", "adapter+rag"}
+        assert list(evaluation.summary) == ["base+rag", "base+rag+1shot", "adapter+rag"]
         for config, summary in evaluation.summary.items():
             assert (summary["questions"], summary["errors"]) == (2, 0), config
         rows = json.loads(evaluation.results.read_text())["results"]
@@ -167,6 +174,8 @@ def test_demo_end_to_end_on_the_tiny_model(demo_inputs) -> None:
     assert "Application shutdown complete" in (plan.data_dir / "server.log").read_text()
     summary = result.summary_file.read_text()
     assert "## Stage timings" in summary and "adapter+rag" in summary
+    assert "| all | base+rag+1shot | 4 |" in summary  # both domains pooled
+    assert "the strongest base configuration, base+rag" in summary  # named in the verdict
 
 
 def test_demo_file_is_checked_before_anything_runs(demo_inputs) -> None:
@@ -181,6 +190,12 @@ def test_demo_file_is_checked_before_anything_runs(demo_inputs) -> None:
         prepare(bad)
 
     del spec["demo"]["eval"]["questionz"]
+    spec["demo"]["eval"]["configs"] = ["base+rag", "base+rag+0shot"]
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(DemoError, match=r"demo\.eval\.configs: .*base\+rag\+0shot"):
+        prepare(bad)
+
+    spec["demo"]["eval"]["configs"] = ["base+rag", "adapter+rag"]
     spec["demo"]["replace"]["domain"] = "nowhere"
     bad.write_text(yaml.safe_dump(spec))
     with pytest.raises(DemoError, match="'nowhere' is not one of the demo's domains"):

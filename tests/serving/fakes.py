@@ -30,6 +30,7 @@ class FakeEngine:
         self.hold_removal: asyncio.Event | None = None  # when set: removals wait for it
         self.started_requests = 0
         self.prompts: list[list[int]] = []
+        self.options: list[SamplingOptions] = []
         self.removed: list[str] = []
 
     async def start(self) -> None:
@@ -49,6 +50,7 @@ class FakeEngine:
             raise EngineError(f"adapter {adapter.key} is not registered")
         self.started_requests += 1
         self.prompts.append(list(prompt_token_ids))
+        self.options.append(options)
         words = [adapter.key if adapter else "base", "says", "hello"][: options.max_tokens]
         for number, word in enumerate(words, start=1):
             if number == 2 and self.hold is not None:

@@ -35,12 +35,21 @@ CHAT = chat_headers()
 
 @contextmanager
 def running_app(
-    srv_model: Path, root: Path, data: Path, qdrant: Path | None = None, **changes
+    srv_model: Path,
+    root: Path,
+    data: Path,
+    qdrant: Path | None = None,
+    prompt_layout: str = "auto",
+    **changes,
 ) -> Iterator[tuple[TestClient, FakeEngine]]:
     engine = FakeEngine()
     settings = serving_settings(root, data, **changes)
     app = create_app(
-        settings, retrieval_settings(qdrant or data / "qdrant"), srv_model, engine=engine
+        settings,
+        retrieval_settings(qdrant or data / "qdrant"),
+        srv_model,
+        engine=engine,
+        prompt_layout=prompt_layout,
     )
     with TestClient(app) as client:
         yield client, engine

@@ -190,3 +190,23 @@ def test_early_stopping_keeps_the_best_evaluated_weights(tiny_model, chat_file, 
     for key in saved:
         torch.testing.assert_close(saved[key], best[key], rtol=0, atol=0)
     assert any(not torch.equal(saved[key], at_step_3[key]) for key in saved)
+
+
+def test_completion_layout_is_trained_and_recorded(tiny_model, chat_file, tmp_path):
+    from retrieval.prompt import prompt_format
+    from training.batches import TemplateError
+
+    dataset = load_dataset([chat_file], validation_fraction=0.0)
+    settings = tiny_settings(max_steps=2, validation_fraction=0.0)
+    result = train(tiny_model, dataset, settings, tmp_path / "plain", name="plain",
+                   prompt_layout="completion")
+    assert AdapterManifest.load(result.adapter_dir).prompt_format == prompt_format("completion")
+
+    multi = tmp_path / "multi.jsonl"
+    multi.write_text(json.dumps({"messages": [
+        {"role": "user", "content": "List two colours."},
+        {"role": "assistant", "content": "red\nblue"},
+    ]}) + "\n")
+    with pytest.raises(TemplateError, match=r"multi\.jsonl:1: .*spans several lines"):
+        train(tiny_model, load_dataset([multi], validation_fraction=0.0), settings,
+              tmp_path / "multi", name="multi", prompt_layout="completion")
