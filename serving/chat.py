@@ -181,10 +181,11 @@ class ChatService:
         if asked is None:
             max_tokens = min(max_tokens, room)
         if room < 1 or max_tokens > room:
+            over = f"and {asked} more were asked for, over" if asked else "leaving no room in"
             raise bad_request(
-                f"the prompt has {len(prompt_ids)} tokens (retrieved context included) and "
-                f"{max_tokens} more were asked for, over the model's context of "
-                f"{ctx.max_model_len}; shorten the conversation, lower k or max_tokens",
+                f"the prompt has {len(prompt_ids)} tokens (retrieved context included) {over} "
+                f"the model's context of {ctx.max_model_len}; shorten the conversation, "
+                "lower k or max_tokens",
                 param="messages",
                 code="context_length_exceeded",
             )
