@@ -28,7 +28,7 @@ from serving.context import ServerContext
 from serving.control import ControlPlane
 from serving.documents import DocumentStore
 from serving.engine.base import Engine
-from serving.errors import error_body, install_error_handlers
+from serving.errors import UnexpectedErrorMiddleware, error_body, install_error_handlers
 from serving.feedback import FeedbackStore, feedback_folder
 from serving.jobs import JobManager
 from serving.limits import BodyLimitMiddleware
@@ -186,6 +186,7 @@ def create_app(
 
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(UnexpectedErrorMiddleware)  # added last: the outermost of ours
     app.include_router(ops.router)
     app.include_router(openai.router)
     app.include_router(admin.router)

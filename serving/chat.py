@@ -67,6 +67,7 @@ class PreparedChat:
     index_version: str | None
     include_usage: bool
     principal: str
+    label: str  # the model's metric label (ServerContext.model_label)
     started: float = field(default_factory=time.perf_counter)
     # For feedback: the conversation as the client sent it (no context) and the system prompt.
     messages: list[dict[str, str]] = field(default_factory=list)
@@ -192,10 +193,11 @@ class ChatService:
         if asked is None:
             max_tokens = min(max_tokens, room)
         if room < 1 or max_tokens > room:
+            over = f"and {asked} more were asked for, over" if asked else "leaving no room in"
             raise bad_request(
-                f"the prompt has {len(prompt_ids)} tokens (retrieved context included) and "
-                f"{max_tokens} more were asked for, over the model's context of "
-                f"{ctx.max_model_len}; shorten the conversation, lower k or max_tokens",
+                f"the prompt has {len(prompt_ids)} tokens (retrieved context included) {over} "
+                f"the model's context of {ctx.max_model_len}; shorten the conversation, "
+                "lower k or max_tokens",
                 param="messages",
                 code="context_length_exceeded",
             )
@@ -222,6 +224,7 @@ class ChatService:
             index_version=hits[0].index_version if hits else None,
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             principal=principal,
+            label=ctx.model_label(request.model),
             messages=messages,
             system_prompt=system_prompt,
         )
@@ -261,7 +264,9 @@ class ChatService:
         if not question.strip():
             return []
         try:
-            return await self.ctx.search.search(route.domain.name, question, route.k, route.mode)
+            name = route.domain.name
+            label = self.ctx.domain_label(name)
+            return await self.ctx.search.search(name, question, route.k, route.mode, label=label)
         except DomainNotFoundError as err:
             raise conflict(
                 f"domain {route.domain.name!r} has no index yet; upload its documents and "
@@ -377,7 +382,7 @@ class ChatService:
                     answer.append(piece.text)
                     if piece.text:
                         if first:
-                            ctx.metrics.first_token.labels(self._label(prepared)).observe(
+                            ctx.metrics.first_token.labels(prepared.label).observe(
                                 time.perf_counter() - prepared.started
                             )
                             first = False
@@ -425,10 +430,6 @@ class ChatService:
             "total_tokens": prompt + completion,
         }
 
-    @staticmethod
-    def _label(prepared: PreparedChat) -> str:
-        return prepared.model
-
     async def _remember(
         self,
         prepared: PreparedChat,
@@ -469,7 +470,7 @@ class ChatService:
     ) -> None:
         """Metrics and the audit line of one finished (or failed) chat request."""
         metrics = self.ctx.metrics
-        label = self._label(prepared)
+        label = prepared.label
         latency = time.perf_counter() - prepared.started
         usage = self._usage(prepared, result)
         metrics.chat_requests.labels(label, status).inc()

@@ -12,7 +12,7 @@ from serving.adapters import AdapterRegistry
 from serving.documents import DocumentStore
 from serving.engine.base import Engine
 from serving.jobs import JobManager
-from serving.metrics import Metrics
+from serving.metrics import OTHER_LABEL, Metrics
 from serving.search import SearchService
 from serving.settings import BASE_ALIAS, ServingSettings
 from serving.state import ServingState, StateStore
@@ -43,3 +43,16 @@ class ServerContext:
 
     def is_base(self, model: str) -> bool:
         return model in (BASE_ALIAS, self.base_model_id)
+
+    def domain_label(self, name: str) -> str:
+        """`name` as a metric label: a domain of the state, else OTHER_LABEL (bounded)."""
+        return name if name in self.state.domains else OTHER_LABEL
+
+    def model_label(self, model: str) -> str:
+        """`model` as a metric label: `base` for the base model (either name), a domain or
+        a loaded adapter as is, anything else OTHER_LABEL (bounded)."""
+        if self.is_base(model):
+            return BASE_ALIAS
+        if model in self.state.domains or self.registry.current(model) is not None:
+            return model
+        return OTHER_LABEL

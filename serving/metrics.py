@@ -1,8 +1,15 @@
-"""Prometheus metrics, in a registry of the app's own (two apps in one process never clash)."""
+"""Prometheus metrics, in a registry of the app's own (two apps in one process never clash).
+
+Labels naming a domain, model or adapter take only names the server knows (see
+`ServerContext.model_label`); any other name a client sends counts under `OTHER_LABEL`,
+so that clients cannot grow the label set (and the scrape) without bound.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+OTHER_LABEL = "other"
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 

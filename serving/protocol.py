@@ -4,10 +4,74 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from retrieval.settings import SearchMode
 from serving.settings import DOMAIN_PATTERN, NAME_PATTERN, DomainSpec
+
+# Text checks ------------------------------------------------------------------------------
+
+
+def first_unencodable(value: Any) -> tuple[str, int] | None:
+    """Where `value` (a JSON value) holds text that UTF-8 cannot encode: (path, character).
+
+    JSON may escape a lone UTF-16 surrogate (`"\\ud800"`); Python decodes it into a `str`
+    that the tokenizer, the stores and the response encoder all fail on later. Walks
+    iteratively, so a deeply nested body cannot exhaust the stack.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            position = _surrogate_at(item)
+            if position is not None:
+                return path, position
+        elif isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str) and (position := _surrogate_at(key)) is not None:
+                    return _join(path, "<key>"), position
+            stack.extend((_join(path, str(k)), c) for k, c in reversed(list(item.items())))
+        elif isinstance(item, list | tuple):
+            stack.extend((_join(path, str(n)), c) for n, c in reversed(list(enumerate(item))))
+    return None
+
+
+def _surrogate_at(text: str) -> int | None:
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
+
+
+def _join(path: str, part: str) -> str:
+    return f"{path}.{part}" if path else part
+
+
+class RequestModel(BaseModel):
+    """A request body: every field's text must be encodable as UTF-8 (checked once, here).
+
+    The error's `path` context extends the field's location down to the bad string, so
+    the 400 names it (`messages.0.content`); see `serving.errors`.
+    """
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _utf8_text(cls, value: Any) -> Any:
+        found = first_unencodable(value)
+        if found is not None:
+            path, position = found
+            raise PydanticCustomError(
+                "invalid_utf8",
+                "not valid UTF-8 text: a lone UTF-16 surrogate at character {position}; "
+                "send UTF-8 text (a JSON \\u escape of a surrogate must be a high+low pair)",
+                {"position": position, "path": path},
+            )
+        return value
+
 
 # OpenAI chat ------------------------------------------------------------------------------
 
@@ -54,7 +118,7 @@ class LoragOptions(BaseModel):
     adapter: bool | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestModel):
     # Unknown OpenAI parameters are ignored, as vLLM's server does; lorag's own are strict.
     model_config = ConfigDict(extra="ignore")
 
@@ -67,7 +131,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # what an engine's RNG takes
     n: int | None = Field(None, ge=1)
     user: str | None = None
     lorag: LoragOptions | None = None
@@ -141,7 +205,7 @@ class CompletionResponse(BaseModel):
 # Search -----------------------------------------------------------------------------------
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     domain: str = Field(pattern=DOMAIN_PATTERN)
@@ -170,7 +234,7 @@ class SearchResponse(BaseModel):
 # Admin ------------------------------------------------------------------------------------
 
 
-class AdapterLoadRequest(BaseModel):
+class AdapterLoadRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -189,11 +253,11 @@ class AdapterLoadResponse(AdapterInfo):
     replaced_version: int | None = None
 
 
-class DomainCreate(DomainSpec):
+class DomainCreate(DomainSpec, RequestModel):
     name: str = Field(pattern=DOMAIN_PATTERN)
 
 
-class DomainUpdate(BaseModel):
+class DomainUpdate(RequestModel):
     """Fields to change; unset fields keep their value, `null` clears an optional one."""
 
     model_config = ConfigDict(extra="forbid")

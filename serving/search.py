@@ -39,13 +39,19 @@ class SearchService:
         self.retriever = retriever
         self._metrics = metrics
 
-    async def search(self, domain: str, query: str, k: int, mode: SearchMode) -> list[Hit]:
-        """The top-k hits of `domain`'s index; DomainNotFoundError when it has none."""
+    async def search(
+        self, domain: str, query: str, k: int, mode: SearchMode, *, label: str
+    ) -> list[Hit]:
+        """The top-k hits of `domain`'s index; DomainNotFoundError when it has none.
+
+        `label` is the domain's metric label (`ServerContext.domain_label`), never a name
+        taken from the request unchecked.
+        """
         started = time.perf_counter()
         try:
             return await asyncio.to_thread(self.retriever.search, domain, query, k=k, mode=mode)
         finally:
-            self._metrics.retrieval_seconds.labels(domain).observe(time.perf_counter() - started)
+            self._metrics.retrieval_seconds.labels(label).observe(time.perf_counter() - started)
 
     async def has_index(self, domain: str) -> bool:
         return await asyncio.to_thread(self.retriever.has_domain, domain)

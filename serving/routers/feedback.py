@@ -26,13 +26,14 @@ from serving.feedback import (
     parse_since,
     to_jsonl,
 )
+from serving.protocol import RequestModel
 
 router = APIRouter(tags=["feedback"])
 
 SUMMARY_HEADER = "x-lorag-export-summary"
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestModel):
     """A rating and/or a correction of one chat completion (`id` of the response)."""
 
     model_config = ConfigDict(extra="forbid")

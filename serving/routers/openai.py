@@ -97,7 +97,8 @@ async def search(user: ChatUser, body: SearchRequest, ctx: Context) -> SearchRes
     if k > ctx.settings.limits.max_k:
         raise bad_request(f"k is {k}, over the limit of {ctx.settings.limits.max_k}", param="k")
     try:
-        hits = await ctx.search.search(body.domain, body.query, k, mode)
+        label = ctx.domain_label(body.domain)
+        hits = await ctx.search.search(body.domain, body.query, k, mode, label=label)
     except (RetrievalError, ValueError) as err:
         raise retrieval_api_error(err) from err
     return SearchResponse(

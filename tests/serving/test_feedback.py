@@ -156,7 +156,7 @@ def test_feedback_on_responses_plain_and_streamed(api, monkeypatch) -> None:
         Hit("shipping.md", "shipping.md", "", 0, "Five business days.", 0.5, "v7"),
     ]
 
-    async def fake_search(domain, query, k, mode):  # isolates retrieval (tested elsewhere)
+    async def fake_search(domain, query, k, mode, label):  # isolates retrieval (tested elsewhere)
         return hits
 
     monkeypatch.setattr(client.app.state.ctx.search, "search", fake_search)
