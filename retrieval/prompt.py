@@ -122,8 +122,16 @@ def resolve_layout(setting: str, model_dir: Path) -> PromptLayout:
     folder (`lorag-base.json`, e.g. the built-in Gemma 3 270M) or whose tokenizer has no
     chat template; otherwise `chat`, the template the model was instruction-tuned with.
     """
-    if setting in ("chat", "completion"):
-        return setting  # type: ignore[return-value]
+    if setting == "completion":
+        return "completion"
+    if setting == "chat":
+        if not _has_chat_template(Path(model_dir)):
+            raise ValueError(
+                f"model.prompt_layout is chat, but the tokenizer in {model_dir} has no chat "
+                "template; use completion (or auto) for a pretrained model, or add a "
+                "chat_template to its tokenizer_config.json"
+            )
+        return "chat"
     if setting != "auto":
         raise ValueError(f"prompt layout {setting!r}: choose auto, chat or completion")
     marker = Path(model_dir) / BASE_MODEL_FILE

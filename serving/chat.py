@@ -330,6 +330,9 @@ class ChatService:
                 prepared.prompt_ids, prepared.options, lease.adapter, prepared.request_id
             )
             status = "ok"
+        except asyncio.CancelledError:
+            status = "cancelled"  # the client went away; the engine aborted the request
+            raise
         except InvalidRequestError as err:
             raise bad_request(str(err), param="messages") from err
         except EngineError as err:

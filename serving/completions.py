@@ -77,6 +77,7 @@ def prepare_completion(
         index_version=None,
         include_usage=False,
         principal=principal,
+        label=ctx.model_label(request.model),
     )
 
 

@@ -164,7 +164,7 @@ class Usage(BaseModel):
 # OpenAI (legacy) completions: raw text in, text out -----------------------------------------
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(RequestModel):
     """`/v1/completions`: a prompt the server does not touch (no template, no retrieval).
 
     How a pretrained base model is asked in its own terms (eval's few-shot baseline uses
@@ -179,7 +179,7 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     n: int | None = Field(None, ge=1)
     stream: bool = False
     user: str | None = None

@@ -11,8 +11,9 @@
 - a local folder, used as it is;
 - a Hugging Face model id already in the local HF cache (lorag never downloads models).
 
-A local folder or HF model must bring its own chat template: lorag does not attach one to a
-model whose special tokens it does not know, and refuses it with a message saying so.
+A model without a chat template (a pretrained base) is trained and served in the
+`completion` prompt layout; `model.prompt_layout: chat` refuses it (`retrieval.prompt`),
+since lorag does not attach a template to a model whose turn markers it does not know.
 """
 
 from __future__ import annotations
@@ -67,21 +68,7 @@ def check_model_folder(path: Path) -> Path:
         raise BaseModelError(f"{path}: no weight files (*.safetensors or *.bin)")
     if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
         raise BaseModelError(f"{path}: no tokenizer (tokenizer.json / tokenizer_config.json)")
-    if not has_chat_template(path):
-        raise BaseModelError(
-            f"{path}: the tokenizer has no chat template; lorag trains and serves chat "
-            "conversations. Use an instruct model, or add a `chat_template` to its "
-            "tokenizer_config.json (lorag's Gemma template is in training/chat_template.py)"
-        )
     return path
-
-
-def has_chat_template(path: Path) -> bool:
-    """Whether a checkpoint folder's tokenizer carries a chat template."""
-    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
-        return True
-    config = path / "tokenizer_config.json"
-    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
 
 
 def _from_hf_cache(model_id: str) -> Path:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from retrieval.errors import RetrievalError
 from serving.chat import new_request_id
@@ -24,11 +28,40 @@ from serving.search import retrieval_api_error
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
+T = TypeVar("T")
+DISCONNECT_POLL_S = 0.25
+CLIENT_CLOSED = 499  # nginx's code for a request whose client went away; nobody receives it
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its whole answer was ready."""
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so aborting it in the engine) if the client leaves.
+
+    A streaming answer notices a closed connection when it next writes; a whole answer
+    writes only at the end, so without this a departed client's request would run on.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientDisconnected
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    user: ChatUser, body: ChatCompletionRequest, chat: Chat
-) -> JSONResponse | StreamingResponse:
+    request: Request, user: ChatUser, body: ChatCompletionRequest, chat: Chat
+) -> Response:
     """OpenAI chat completions; `model` names a domain, an adapter or the base model."""
     request_id = new_request_id()
     prepared = await chat.prepare(body, request_id, principal=user.name)
@@ -39,15 +72,25 @@ async def chat_completions(
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
         )
-    return JSONResponse(await chat.complete(prepared), headers=headers)
+    try:
+        answer = await unless_disconnected(request, chat.complete(prepared))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(answer, headers=headers)
 
 
 @router.post("/completions", response_model=CompletionResponse)
-async def completions(user: ChatUser, body: CompletionRequest, chat: Chat) -> CompletionResponse:
+async def completions(
+    request: Request, user: ChatUser, body: CompletionRequest, chat: Chat
+) -> Response:
     """OpenAI text completions: the prompt goes to the model as it is (no template, no
     retrieval); `model` names the base model, an adapter or a domain (its adapter)."""
     prepared = prepare_completion(chat, body, new_request_id("cmpl"), principal=user.name)
-    return await complete_text(chat, prepared)
+    try:
+        answer = await unless_disconnected(request, complete_text(chat, prepared))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(answer.model_dump(), headers={"x-request-id": prepared.request_id})
 
 
 @router.get("/models")

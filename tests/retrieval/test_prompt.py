@@ -92,11 +92,13 @@ def test_few_shot_prompt_holds_each_shot_with_its_context_then_the_question():
 
 
 def test_layout_auto_follows_the_model_folder(tmp_path):
-    assert resolve_layout("chat", tmp_path) == "chat"
     assert resolve_layout("completion", tmp_path) == "completion"
     assert resolve_layout("auto", tmp_path) == "completion"  # no chat template at all
+    with pytest.raises(ValueError, match="no chat template"):
+        resolve_layout("chat", tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{x}}"}))
     assert resolve_layout("auto", tmp_path) == "chat"
+    assert resolve_layout("chat", tmp_path) == "chat"
     (tmp_path / BASE_MODEL_FILE).write_text(json.dumps({"pretrained": True}))
     assert resolve_layout("auto", tmp_path) == "completion"
     with pytest.raises(ValueError, match="choose auto, chat or completion"):

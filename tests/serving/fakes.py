@@ -32,6 +32,7 @@ class FakeEngine:
         self.prompts: list[list[int]] = []
         self.options: list[SamplingOptions] = []
         self.removed: list[str] = []
+        self.cancelled: list[str] = []  # request ids whose generation was cancelled (aborted)
 
     async def start(self) -> None:
         pass
@@ -54,7 +55,11 @@ class FakeEngine:
         words = [adapter.key if adapter else "base", "says", "hello"][: options.max_tokens]
         for number, word in enumerate(words, start=1):
             if number == 2 and self.hold is not None:
-                await self.hold.wait()
+                try:
+                    await self.hold.wait()
+                except asyncio.CancelledError:
+                    self.cancelled.append(request_id)
+                    raise
             last = number == len(words)
             yield GenerationChunk(
                 text=word if number == 1 else " " + word,

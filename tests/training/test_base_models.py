@@ -25,12 +25,18 @@ def test_a_local_folder_is_used_as_it_is(tiny_model, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_folder_without_chat_template_or_weights_is_refused(tiny_model, tmp_path):
+def test_a_folder_without_chat_template_is_a_completion_model_and_without_weights_refused(
+    tiny_model, tmp_path
+):
+    from retrieval.prompt import resolve_layout
+
     plain = tmp_path / "plain"
     shutil.copytree(tiny_model, plain)
     (plain / "chat_template.jinja").unlink()
-    with pytest.raises(BaseModelError, match="has no chat template"):
-        resolve_base_model(str(plain), tmp_path)
+    assert resolve_base_model(str(plain), tmp_path) == plain
+    assert resolve_layout("auto", plain) == "completion"
+    with pytest.raises(ValueError, match="has no chat template; use completion"):
+        resolve_layout("chat", plain)
     (plain / "model.safetensors").unlink()
     with pytest.raises(BaseModelError, match="no weight files"):
         resolve_base_model(str(plain), tmp_path)
