@@ -144,8 +144,9 @@ def create_app(
                 sync_task.cancel()
                 await asyncio.gather(sync_task, return_exceptions=True)
             if ctx is not None:
-                await ctx.jobs.close()
-                await ctx.registry.close()
+                await ctx.jobs.close(timeout_s=settings.shutdown_grace_s)
+                if not own_engine:  # an engine of ours goes whole; a lent one is left clean
+                    await _bounded(ctx.registry.close(), "removing the adapters")
             app.state.ctx = None
             app.state.feedback = None
             if feedback_store is not None:
@@ -192,6 +193,20 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(feedback.router)
     return app
+
+
+SHUTDOWN_STEP_S = 10.0
+
+
+async def _bounded(step, what: str) -> None:
+    """Run a shutdown step, but never let it hold the process: an engine whose worker
+    processes already died (Ctrl-C reaches the whole process group) never answers."""
+    try:
+        await asyncio.wait_for(step, SHUTDOWN_STEP_S)
+    except TimeoutError:
+        log.warning("shutdown: gave up %s after %.0f s", what, SHUTDOWN_STEP_S)
+    except Exception:  # noqa: BLE001 - shutting down regardless
+        log.exception("shutdown: %s failed", what)
 
 
 class HTTPMetricsMiddleware:

@@ -140,6 +140,13 @@ class ServingSettings(BaseModel):
         description="Qdrant collection of the shared state (state_store: qdrant)",
     )
     sync_interval_s: float = Field(5.0, gt=0, description="how often replicas re-read the state")
+    shutdown_grace_s: float = Field(
+        3.0,
+        ge=0,
+        le=300,
+        description="on SIGINT/SIGTERM: how long running requests may finish before they are "
+        "aborted (a re-index stops at its next step and resumes on the next run)",
+    )
     limits: LimitSettings = LimitSettings()
     sampling: SamplingDefaults = SamplingDefaults()
     engine: EngineSettings = EngineSettings()

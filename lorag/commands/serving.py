@@ -96,5 +96,5 @@ def serve_command(
         port=settings.port,
         log_config=log_config(log_level),
         log_level=log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )

@@ -74,6 +74,9 @@ def engine_args(model_path: Path, settings: EngineSettings) -> AsyncEngineArgs:
     )
 
 
+ENGINE_STOP_S = 2.0
+
+
 class VLLMEngine:
     """The `Engine` protocol on vLLM's `AsyncLLM`.
 
@@ -117,7 +120,9 @@ class VLLMEngine:
         llm, self._llm = self._llm, None
         self._table.clear()
         if llm is not None:
-            llm.shutdown()
+            # vLLM waits up to 5 s for busy workers before it kills them; an engine holds no
+            # state worth that wait, and a server asked to stop should stop (10 s in all).
+            llm.shutdown(timeout=ENGINE_STOP_S)
 
     def _engine(self) -> AsyncLLM:
         if self._llm is None:
