@@ -205,7 +205,7 @@ async def _bounded(step, what: str) -> None:
         await asyncio.wait_for(step, SHUTDOWN_STEP_S)
     except TimeoutError:
         log.warning("shutdown: gave up %s after %.0f s", what, SHUTDOWN_STEP_S)
-    except Exception:  # noqa: BLE001 - shutting down regardless
+    except Exception:
         log.exception("shutdown: %s failed", what)
 
 
