@@ -159,20 +159,29 @@ async def ask(
     except Exception as err:  # noqa: BLE001 - every failure is recorded, none stops the run
         row.update(error=describe_error(err), latency_s=time.perf_counter() - started)
         return row
-    latency = time.perf_counter() - started
     choice = response.choices[0]
-    output = choice.message.content or ""
-    sources = extension(response, "sources") or []
-    meta = extension(response, "lorag") or {}
+    sources = list(extension(response, "sources") or [])
+    return _answered(row, item, response, choice.message.content or "", sources, started)
+
+
+def _answered(
+    row: dict[str, Any],
+    item: EvalItem,
+    response: Any,
+    output: str,
+    sources: list[dict[str, Any]],
+    started: float,
+) -> dict[str, Any]:
+    """A row completed with an answer (chat or text completion), its usage and its scores."""
     row.update(
         error=None,
         output=output,
-        finish_reason=choice.finish_reason,
-        latency_s=latency,
+        finish_reason=response.choices[0].finish_reason,
+        latency_s=time.perf_counter() - started,
         completion_tokens=response.usage.completion_tokens if response.usage else None,
         prompt_tokens=response.usage.prompt_tokens if response.usage else None,
-        sources=list(sources),
-        served_by=meta,
+        sources=sources,
+        served_by=extension(response, "lorag") or {},
         **score_answer(item, output, sources),
     )
     return row
@@ -208,21 +217,9 @@ async def _ask_few_shot(
     except Exception as err:  # noqa: BLE001 - every failure is recorded, none stops the run
         row.update(error=describe_error(err), latency_s=time.perf_counter() - started)
         return row
-    choice = response.choices[0]
-    output = (choice.text or "").strip()
-    row.update(
-        error=None,
-        output=output,
-        finish_reason=choice.finish_reason,
-        latency_s=time.perf_counter() - started,
-        completion_tokens=response.usage.completion_tokens if response.usage else None,
-        prompt_tokens=response.usage.prompt_tokens if response.usage else None,
-        sources=sources,
-        served_by=extension(response, "lorag") or {},
-        prompt=prompt,
-        **score_answer(item, output, sources),
-    )
-    return row
+    row["prompt"] = prompt
+    output = (response.choices[0].text or "").strip()
+    return _answered(row, item, response, output, sources, started)
 
 
 async def evaluate_answers(

@@ -74,6 +74,14 @@ class PreparedChat:
     system_prompt: str | None = None
 
 
+def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    """A request's `stop` as a tuple, refused (400) beyond 8 strings or with an empty one."""
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if len(stops) > 8 or not all(stops):
+        raise bad_request("stop: at most 8 non-empty strings", param="stop")
+    return stops
+
+
 def new_request_id(prefix: str = "chatcmpl") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
@@ -166,9 +174,7 @@ class ChatService:
             raise bad_request(
                 f"{param} is {asked}, over the limit of {limits.max_tokens}", param=param
             )
-        stops = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
-        if len(stops) > 8 or not all(stops):
-            raise bad_request("stop: at most 8 non-empty strings", param="stop")
+        stops = stop_strings(request.stop)
         messages = self._messages(request)
         route = self.route(request.model, request.lorag)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from serving.chat import ChatService, PreparedChat
+from serving.chat import ChatService, PreparedChat, stop_strings
 from serving.errors import bad_request
 from serving.protocol import (
     CompletionChoice,
@@ -50,9 +50,7 @@ def prepare_completion(
             f"max_tokens is {max_tokens}, over the limit of {limits.max_tokens}",
             param="max_tokens",
         )
-    stops = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
-    if len(stops) > 8 or not all(stops):
-        raise bad_request("stop: at most 8 non-empty strings", param="stop")
+    stops = stop_strings(request.stop)
     route = chat.route(request.model, LoragOptions(retrieval=False))
     try:
         prompt_ids = list(ctx.tokenizer(text)["input_ids"])
