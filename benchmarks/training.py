@@ -47,7 +47,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from retrieval.manifest import DataFile
+from contracts.manifest import DataFile
 from retrieval.prompt import build_messages
 from training.data import Example, build_dataset
 from training.settings import LoraSettings, TrainingSettings

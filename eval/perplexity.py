@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from contracts.manifest import MANIFEST_FILE, AdapterManifest, fingerprint_model
 from eval.report import Report, Table, bar_chart
-from retrieval.manifest import MANIFEST_FILE, AdapterManifest, fingerprint_model
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt")
 

@@ -1,7 +1,7 @@
 """Per-domain document indexes in Qdrant: load, chunk, embed, index incrementally, search.
 
 `Retriever` is the entry point; `retrieval.prompt` turns its hits into prompt context and
-`retrieval.manifest` is the adapter contract shared by training and serving.
+`contracts.manifest` is the adapter contract shared by training and serving.
 """
 
 from retrieval.errors import (

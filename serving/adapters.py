@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.manifest import AdapterCompatibilityError, AdapterManifest
+from contracts.manifest import AdapterCompatibilityError, AdapterManifest
 from retrieval.prompt import PROMPT_FORMAT
 from serving.engine.base import AdapterCapacityError, Engine, LoadedAdapter
 from serving.metrics import Metrics

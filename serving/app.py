@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from transformers import AutoTokenizer
 
-from retrieval.manifest import fingerprint_model
+from contracts.manifest import fingerprint_model
 from retrieval.prompt import resolve_layout
 from retrieval.settings import RetrievalSettings
 from serving.adapters import AdapterRegistry
@@ -29,7 +29,8 @@ from serving.control import ControlPlane
 from serving.documents import DocumentStore
 from serving.engine.base import Engine
 from serving.errors import UnexpectedErrorMiddleware, error_body, install_error_handlers
-from serving.feedback import FeedbackStore, feedback_folder
+from serving.feedback.records import feedback_folder
+from serving.feedback.store import FeedbackStore
 from serving.jobs import JobManager
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics

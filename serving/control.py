@@ -13,8 +13,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from contracts.manifest import AdapterCompatibilityError
 from retrieval.errors import RetrievalError
-from retrieval.manifest import AdapterCompatibilityError
 from serving.adapters import AdapterPathError, check_manifest, resolve_adapter_dir
 from serving.context import ServerContext
 from serving.engine.base import AdapterCapacityError, EngineError, LoadedAdapter

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from peft import PeftModel
 
-from retrieval.manifest import AdapterManifest, DataFile, fingerprint_model
+from contracts.manifest import AdapterManifest, fingerprint_model
 from training.model import load_model, load_tokenizer
 
 
@@ -33,30 +33,6 @@ def lora_summary(model: PeftModel) -> dict[str, Any]:
         "dropout": config.lora_dropout,
         "target_modules": sorted({name.rsplit(".", 1)[-1] for name in config.target_modules}),
     }
-
-
-def build_manifest(
-    *,
-    name: str,
-    domain: str | None,
-    base_model: str,
-    base_fingerprint: str,
-    prompt_format: str,
-    lora: dict[str, Any],
-    data: list[DataFile],
-    metrics: dict[str, Any],
-) -> AdapterManifest:
-    return AdapterManifest(
-        name=name,
-        domain=domain,
-        base_model=base_model,
-        base_fingerprint=base_fingerprint,
-        prompt_format=prompt_format,
-        lora=lora,
-        data=data,
-        metrics=metrics,
-        lorag_version=lorag_version(),
-    )
 
 
 def check_adapter(adapter_dir: Path, base_dir: Path) -> AdapterManifest:

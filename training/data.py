@@ -24,7 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 
-from retrieval.manifest import DataFile
+from contracts.conversation import conversation_problem
+from contracts.manifest import DataFile
 
 Conversation = list[dict[str, str]]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -50,13 +51,9 @@ class ChatRecord(_Record):
     @field_validator("messages")
     @classmethod
     def _well_formed(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        roles = [m.role for m in messages]
-        if "system" in roles[1:]:
-            raise ValueError("a system message may only come first")
-        if "user" not in roles:
-            raise ValueError("needs at least one user message")
-        if roles[-1:] != ["assistant"]:
-            raise ValueError("must end with an assistant message (the text to learn)")
+        problem = conversation_problem([m.model_dump() for m in messages])
+        if problem:
+            raise ValueError(problem)
         return messages
 
     def conversation(self) -> Conversation:

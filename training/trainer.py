@@ -32,9 +32,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import get_scheduler
 
-from retrieval.manifest import MANIFEST_FILE, AdapterManifest, fingerprint_model
+from contracts.manifest import MANIFEST_FILE, AdapterManifest, fingerprint_model
 from retrieval.prompt import PromptLayout, prompt_format, resolve_layout
-from training.adapters import build_manifest, lora_summary
+from training.adapters import lora_summary, lorag_version
 from training.batches import (
     Batch,
     TemplateError,
@@ -292,7 +292,7 @@ def train(
     if best is not None and state.best_step != state.step:
         set_peft_model_state_dict(model, best)  # keep the best evaluated weights
     metrics = _metrics(state, dataset, train_set, val_set, warnings, s)
-    manifest = build_manifest(
+    manifest = AdapterManifest(
         name=name,
         domain=domain,
         base_model=base_model or str(model_dir),
@@ -301,6 +301,7 @@ def train(
         lora=lora_summary(model),
         data=dataset.files,
         metrics=metrics,
+        lorag_version=lorag_version(),
     )
     if accelerator.is_main_process:
         _save_adapter(output_dir, model, manifest, state, accelerator)

@@ -32,7 +32,7 @@ def _from_server(server: str, api_key: str | None, params: dict[str, Any]) -> tu
     """The export JSONL and its summary from a running server's admin API."""
     import httpx
 
-    from serving.feedback import ExportSummary
+    from serving.feedback.export import ExportSummary
     from serving.routers.feedback import SUMMARY_HEADER
 
     url = server.rstrip("/") + "/admin/feedback/export"
@@ -81,7 +81,7 @@ def _show(summary: Any, output: Path, fmt: str, domain: str | None) -> None:
 
 
 @feedback_app.command("export")
-def export_cmd(
+def export_command(
     ctx: typer.Context,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="JSONL file to write.", dir_okay=False)
@@ -128,14 +128,14 @@ def export_cmd(
     Reads every replica's feedback file under serving.data_dir (safe while servers run), or
     with --server asks a running server's admin API for the same export.
     """
-    from serving.feedback import (
+    from serving.feedback.export import (
         ExportOptions,
         export_records,
-        feedback_folder,
         parse_since,
         to_jsonl,
         write_jsonl,
     )
+    from serving.feedback.records import feedback_folder
 
     if fmt not in ("chat", "qa"):
         raise typer.BadParameter("use chat or qa", param_hint="--format")

@@ -13,19 +13,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.context import ServerContext
 from serving.dependencies import Admin, ChatUser, get_context
 from serving.errors import APIError, bad_request, not_found
-from serving.feedback import (
-    RATING_MAX,
-    RATING_MIN,
+from serving.feedback.export import (
     ExportFormat,
     ExportOptions,
-    FeedbackEvent,
-    FeedbackStore,
-    FeedbackStoreError,
-    UnknownResponseError,
     export_records,
     parse_since,
     to_jsonl,
 )
+from serving.feedback.records import (
+    RATING_MAX,
+    RATING_MIN,
+    FeedbackEvent,
+    FeedbackStoreError,
+    UnknownResponseError,
+)
+from serving.feedback.store import FeedbackStore
 from serving.protocol import RequestModel
 
 router = APIRouter(tags=["feedback"])

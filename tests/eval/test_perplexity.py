@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
+from contracts.manifest import AdapterCompatibilityError, AdapterManifest
 from eval.perplexity import (
     build_report,
     collect_text_files,
@@ -17,7 +18,6 @@ from eval.perplexity import (
     sliding_window_nll,
 )
 from eval.report import write_report
-from retrieval.manifest import AdapterCompatibilityError, AdapterManifest
 from tests.eval.conftest import DOMAIN_TEXT, cli_app
 from tests.eval.reportcheck import check_written
 

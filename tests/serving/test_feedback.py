@@ -30,26 +30,24 @@ from lorag.commands import feedback as feedback_commands
 from retrieval.results import Hit
 from serving.app import create_app
 from serving.engine.settings import EngineSettings
-from serving.feedback import (
+from serving.feedback.export import ExportOptions, export_records, parse_since
+from serving.feedback.records import (
     Exchange,
-    ExportOptions,
     FeedbackEvent,
-    FeedbackStore,
     UnknownResponseError,
-    export_records,
     feedback_folder,
-    parse_since,
     read_folder,
 )
+from serving.feedback.store import FeedbackStore
 from serving.routers.feedback import SUMMARY_HEADER
 from serving.settings import FeedbackSettings
 from tests.serving.conftest import (
+    ADMIN,
     ADMIN_KEY,
+    CHAT,
     CHAT_KEY,
     LoopThread,
     RunningServer,
-    admin_headers,
-    chat_headers,
     retrieval_settings,
     serving_settings,
 )
@@ -57,8 +55,6 @@ from tests.serving.fakes import FakeEngine
 from training.data import load_data_file
 from training.raft import load_qa_file
 
-ADMIN = admin_headers()
-CHAT = chat_headers()
 ACME_PROMPT = "You are ACME's assistant."
 
 
@@ -470,7 +466,8 @@ def exchange(response_id: str, when: datetime | None = None, answer: str = "") -
 WRITER = textwrap.dedent(
     """
     import sys
-    from serving.feedback import Exchange, FeedbackEvent, FeedbackStore
+    from serving.feedback.records import Exchange, FeedbackEvent
+    from serving.feedback.store import FeedbackStore
     from serving.settings import FeedbackSettings
 
     store = FeedbackStore(sys.argv[1], FeedbackSettings(replica="shared"))

@@ -12,7 +12,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from retrieval.manifest import AdapterManifest, fingerprint_model
+from contracts.manifest import AdapterManifest, fingerprint_model
 from retrieval.prompt import PROMPT_FORMAT
 
 

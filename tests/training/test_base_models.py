@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from retrieval.manifest import AdapterManifest, fingerprint_model
+from contracts.manifest import AdapterManifest, fingerprint_model
 from tests.training.conftest import tiny_settings
 from training import base_models
 from training.base_models import BaseModelError, resolve_base_model
@@ -99,6 +99,6 @@ def test_real_gemma_270m_converts_continues_sensibly_and_trains(tmp_path):
 
 
 def _data_file():
-    from retrieval.manifest import DataFile
+    from contracts.manifest import DataFile
 
     return DataFile(path="memory", sha256="0" * 64, records=4)

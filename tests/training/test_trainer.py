@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from retrieval.manifest import (
+from contracts.manifest import (
     MANIFEST_FILE,
     AdapterCompatibilityError,
     AdapterManifest,

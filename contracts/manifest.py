@@ -1,7 +1,8 @@
 """The adapter manifest: the contract between training (which writes it) and serving (which
 checks it before it serves an adapter).
 
-It lives in `retrieval` because that is the one package both may depend on. A manifest pins
+It lives in `contracts`, which imports nothing of lorag, so that training and serving both
+read it without loading each other's engines or retrieval's Qdrant client. A manifest pins
 the base model by fingerprint (its config and weight bytes) and the prompt format the
 adapter was trained with, so a server never applies an adapter to a model or a prompt it
 was not trained for.
