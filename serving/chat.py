@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import TemplateError
+from pydantic import BaseModel
 
 from retrieval.errors import DomainNotFoundError, RetrievalError
 from retrieval.prompt import COMPLETION_STOP, build_messages, completion_ids
@@ -29,13 +30,21 @@ from serving.context import ServerContext
 from serving.engine.base import EngineError, GenerationChunk, SamplingOptions
 from serving.engine.errors import InvalidRequestError
 from serving.errors import APIError, bad_request, conflict, error_body, not_found
-from serving.feedback import Exchange, FeedbackStore, FeedbackStoreError
+from serving.feedback.records import Exchange, FeedbackStoreError
+from serving.feedback.store import FeedbackStore
 from serving.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChunkChoice,
     CompletionRequest,
+    Delta,
     LoragOptions,
     ServedBy,
     Source,
+    Usage,
 )
 from serving.search import retrieval_api_error
 from serving.state import DomainRecord
@@ -63,15 +72,19 @@ class PreparedChat:
     route: Route
     prompt_ids: list[int]
     options: SamplingOptions
-    sources: list[Source]
-    index_version: str | None
-    include_usage: bool
     principal: str
     label: str  # the model's metric label (ServerContext.model_label)
+    sources: list[Source] = field(default_factory=list)
+    index_version: str | None = None
+    include_usage: bool = False
     started: float = field(default_factory=time.perf_counter)
     # For feedback: the conversation as the client sent it (no context) and the system prompt.
     messages: list[dict[str, str]] = field(default_factory=list)
     system_prompt: str | None = None
+
+    def envelope(self) -> dict[str, Any]:
+        """The fields every response body and chunk of this request starts with."""
+        return {"id": self.request_id, "created": self.created, "model": self.model}
 
 
 def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -207,40 +220,29 @@ class ChatService:
                 param="messages",
                 code="context_length_exceeded",
             )
-        options = self.sampling_options(request, max_tokens, stops)
-        sources = [
-            Source(
-                index=number,
-                doc_id=hit.doc_id,
-                source=hit.source,
-                heading=hit.heading,
-                score=hit.score,
-                text=hit.text,
-            )
-            for number, hit in enumerate(hits, start=1)
-        ]
-        return PreparedChat(
-            request_id=request_id,
-            created=int(time.time()),
-            model=request.model,
-            route=route,
-            prompt_ids=list(prompt_ids),
-            options=options,
-            sources=sources,
+        return self.prepared(
+            request, request_id, route, prompt_ids, max_tokens, stops, principal,
+            sources=Source.numbered(hits),
             index_version=hits[0].index_version if hits else None,
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
-            principal=principal,
-            label=ctx.model_label(request.model),
             messages=messages,
             system_prompt=system_prompt,
-        )
+        )  # fmt: skip
 
-    def sampling_options(
-        self, request: ChatCompletionRequest | CompletionRequest, max_tokens: int, stops: tuple
-    ) -> SamplingOptions:
-        """The engine's sampling: the request's values over the server's defaults."""
+    def prepared(
+        self,
+        request: ChatCompletionRequest | CompletionRequest,
+        request_id: str,
+        route: Route,
+        prompt_ids: list[int],
+        max_tokens: int,
+        stops: tuple[str, ...],
+        principal: str,
+        **extra: Any,
+    ) -> PreparedChat:
+        """A checked request, ready for the engine: its sampling over the server's defaults."""
         sampling = self.ctx.settings.sampling
-        return SamplingOptions(
+        options = SamplingOptions(
             max_tokens=max_tokens,
             temperature=sampling.temperature
             if request.temperature is None
@@ -248,6 +250,17 @@ class ChatService:
             top_p=sampling.top_p if request.top_p is None else request.top_p,
             stop=stops,
             seed=request.seed,
+        )
+        return PreparedChat(
+            request_id=request_id,
+            created=int(time.time()),
+            model=request.model,
+            route=route,
+            prompt_ids=list(prompt_ids),
+            options=options,
+            principal=principal,
+            label=self.ctx.model_label(request.model),
+            **extra,
         )
 
     @staticmethod
@@ -302,28 +315,22 @@ class ChatService:
             )
         return lease
 
-    async def complete(self, prepared: PreparedChat) -> dict[str, Any]:
+    async def complete(self, prepared: PreparedChat) -> ChatCompletionResponse:
         """A whole `chat.completion` response."""
         result, version = await self.generate(prepared)
         await self._remember(prepared, version, result)
-        usage = self._usage(prepared, result)
-        return {
-            "id": prepared.request_id,
-            "object": "chat.completion",
-            "created": prepared.created,
-            "model": prepared.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
-                    "finish_reason": result.finish_reason or "stop",
-                    "logprobs": None,
-                }
+        return ChatCompletionResponse(
+            **prepared.envelope(),
+            choices=[
+                ChatChoice(
+                    message=AssistantMessage(content=result.text),
+                    finish_reason=result.finish_reason or "stop",
+                )
             ],
-            "usage": usage,
-            "sources": [source.model_dump() for source in prepared.sources],
-            "lorag": self.served_by(prepared, version).model_dump(),
-        }
+            usage=usage(prepared, result),
+            sources=prepared.sources,
+            lorag=self.served_by(prepared, version),
+        )
 
     async def generate(self, prepared: PreparedChat) -> tuple[GenerationChunk, int | None]:
         """The whole generation of a prepared request, on the adapter version it leased."""
@@ -364,23 +371,15 @@ class ChatService:
         status, last, answer = "cancelled", None, []
         usage_null = {"usage": None} if prepared.include_usage else {}
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            return _sse(
-                {
-                    "id": prepared.request_id,
-                    "object": "chat.completion.chunk",
-                    "created": prepared.created,
-                    "model": prepared.model,
-                    "choices": [
-                        {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-                    ],
-                    **usage_null,
-                    **extra,
-                }
-            )
+        def chunk(choices: list[ChunkChoice], **extra: Any) -> str:
+            return _sse(ChatCompletionChunk(**prepared.envelope(), choices=choices, **extra))
+
+        def delta(finish: str | None = None, extensions: dict | None = None, **fields: Any) -> str:
+            choice = ChunkChoice(delta=Delta(**fields), finish_reason=finish)
+            return chunk([choice], **usage_null, **(extensions or {}))
 
         try:
-            yield chunk({"role": "assistant", "content": ""})
+            yield delta(role="assistant", content="")
             pieces = ctx.engine.stream(
                 prepared.prompt_ids, prepared.options, lease.adapter, prepared.request_id
             )
@@ -395,24 +394,13 @@ class ChatService:
                                 time.perf_counter() - prepared.started
                             )
                             first = False
-                        yield chunk({"content": piece.text})
-            yield chunk(
-                {},
+                        yield delta(content=piece.text)
+            yield delta(
                 (last.finish_reason if last else None) or "stop",
-                sources=[source.model_dump() for source in prepared.sources],
-                lorag=self.served_by(prepared, version).model_dump(),
+                {"sources": prepared.sources, "lorag": self.served_by(prepared, version)},
             )
             if prepared.include_usage:
-                yield _sse(
-                    {
-                        "id": prepared.request_id,
-                        "object": "chat.completion.chunk",
-                        "created": prepared.created,
-                        "model": prepared.model,
-                        "choices": [],
-                        "usage": self._usage(prepared, last),
-                    }
-                )
+                yield chunk([], usage=usage(prepared, last))
             status = "ok"
             # Before [DONE]: feedback sent as soon as the stream ends finds the exchange.
             await self._remember(prepared, version, last, "".join(answer))
@@ -428,16 +416,6 @@ class ChatService:
             self._record(prepared, version, last, status, stream=True)
 
     # Accounting --------------------------------------------------------------------------
-
-    @staticmethod
-    def _usage(prepared: PreparedChat, result: GenerationChunk | None) -> dict[str, int]:
-        prompt = (result.prompt_tokens if result else 0) or len(prepared.prompt_ids)
-        completion = result.completion_tokens if result else 0
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
 
     async def _remember(
         self,
@@ -481,11 +459,11 @@ class ChatService:
         metrics = self.ctx.metrics
         label = prepared.label
         latency = time.perf_counter() - prepared.started
-        usage = self._usage(prepared, result)
+        used = usage(prepared, result)
         metrics.chat_requests.labels(label, status).inc()
         metrics.chat_latency.labels(label).observe(latency)
-        metrics.prompt_tokens.labels(label).inc(usage["prompt_tokens"])
-        metrics.completion_tokens.labels(label).inc(usage["completion_tokens"])
+        metrics.prompt_tokens.labels(label).inc(used.prompt_tokens)
+        metrics.completion_tokens.labels(label).inc(used.completion_tokens)
         served = self.served_by(prepared, adapter_version)
         audit_log.info(
             json.dumps(
@@ -499,8 +477,8 @@ class ChatService:
                     "retrieval": prepared.route.retrieval,
                     "k": prepared.route.k if prepared.route.retrieval else None,
                     "sources": [s.doc_id for s in prepared.sources],
-                    "prompt_tokens": usage["prompt_tokens"],
-                    "completion_tokens": usage["completion_tokens"],
+                    "prompt_tokens": used.prompt_tokens,
+                    "completion_tokens": used.completion_tokens,
                     "finish_reason": result.finish_reason if result else None,
                     "latency_s": round(latency, 4),
                     "stream": stream,
@@ -510,5 +488,13 @@ class ChatService:
         )
 
 
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+def usage(prepared: PreparedChat, result: GenerationChunk | None) -> Usage:
+    """Token counts of a request: the engine's, else the prompt as rendered."""
+    prompt = (result.prompt_tokens if result else 0) or len(prepared.prompt_ids)
+    return Usage.of(prompt, result.completion_tokens if result else 0)
+
+
+def _sse(payload: BaseModel | dict[str, Any]) -> str:
+    """One server-sent event (compact, ASCII-escaped JSON, as before the typed bodies)."""
+    body = payload.model_dump() if isinstance(payload, BaseModel) else payload
+    return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"

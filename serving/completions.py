@@ -7,16 +7,13 @@ It shares routing, adapter leases, limits and accounting with chat (`serving.cha
 
 from __future__ import annotations
 
-import time
-
-from serving.chat import ChatService, PreparedChat, stop_strings
+from serving.chat import ChatService, PreparedChat, stop_strings, usage
 from serving.errors import bad_request
 from serving.protocol import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
     LoragOptions,
-    Usage,
 )
 
 
@@ -63,39 +60,19 @@ def prepare_completion(
             param="prompt",
             code="context_length_exceeded",
         )
-    options = chat.sampling_options(request, max_tokens, stops)
-    return PreparedChat(
-        request_id=request_id,
-        created=int(time.time()),
-        model=request.model,
-        route=route,
-        prompt_ids=prompt_ids,
-        options=options,
-        sources=[],
-        index_version=None,
-        include_usage=False,
-        principal=principal,
-        label=ctx.model_label(request.model),
-    )
+    return chat.prepared(request, request_id, route, prompt_ids, max_tokens, stops, principal)
 
 
 async def complete_text(chat: ChatService, prepared: PreparedChat) -> CompletionResponse:
     """Generate and answer in OpenAI's `text_completion` shape (plus `lorag`: what served)."""
     result, version = await chat.generate(prepared)
-    prompt_tokens = result.prompt_tokens or len(prepared.prompt_ids)
     return CompletionResponse(
-        id=prepared.request_id,
-        created=prepared.created,
-        model=prepared.model,
+        **prepared.envelope(),
         choices=[
             CompletionChoice(
                 index=0, text=result.text, finish_reason=result.finish_reason or "stop"
             )
         ],
-        usage=Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=prompt_tokens + result.completion_tokens,
-        ),
+        usage=usage(prepared, result),
         lorag=chat.served_by(prepared, version),
     )

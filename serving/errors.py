@@ -165,6 +165,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return _response(500, error_body(500, "internal server error; see the server log"))
 
 
+class TrackedSend:
+    """An ASGI `send` that remembers whether the response has started: after that, an
+    error can no longer be answered, only the connection cut."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class UnexpectedErrorMiddleware:
     """Answer an unexpected exception with an OpenAI-shaped JSON 500 and keep the connection.
 
@@ -181,19 +195,12 @@ class UnexpectedErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
+            if tracked.started:
                 raise
             body = error_body(500, "internal server error; see the server log")
             await _response(500, body)(scope, receive, send)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import error_body
+from serving.errors import TrackedSend, error_body
 
 CODE = "request_too_large"
 
@@ -39,7 +39,6 @@ class BodyLimitMiddleware:
             await self._reject(send, limit)
             return
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -50,16 +49,11 @@ class BodyLimitMiddleware:
                     raise BodyTooLargeError(limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLargeError:
-            if started:
+            if tracked.started:
                 raise
             await self._reject(send, limit)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 from pydantic_core import PydanticCustomError
 
+from retrieval.results import Hit
 from retrieval.settings import SearchMode
 from serving.settings import DOMAIN_PATTERN, NAME_PATTERN, DomainSpec
 
@@ -145,6 +146,11 @@ class Source(BaseModel):
     score: float
     text: str
 
+    @classmethod
+    def numbered(cls, hits: list[Hit]) -> list[Source]:
+        """The passages of a prompt, numbered as the prompt numbers them (from 1)."""
+        return [cls.model_validate(vars(h) | {"index": n}) for n, h in enumerate(hits, start=1)]
+
 
 class ServedBy(BaseModel):
     """The `lorag` response extension: what served the request (the audit trail's fields)."""
@@ -159,6 +165,110 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+class _Sparse(BaseModel):
+    """A body whose `OPTIONAL` fields appear on the wire only when set, as OpenAI's do."""
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for name in self.OPTIONAL:
+            if name not in self.model_fields_set:
+                data.pop(name, None)
+        return data
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class _Reply(BaseModel):
+    """What every completion body and chunk starts with (`object` names the kind)."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+
+
+class ChatCompletionResponse(_Reply):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+    usage: Usage
+    sources: list[Source]
+    lorag: ServedBy
+
+
+class Delta(_Sparse):
+    """What a stream chunk adds: the role first, then content pieces, then nothing."""
+
+    OPTIONAL = ("role", "content")
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_Sparse, _Reply):
+    """One server-sent event of a streamed chat completion. `usage` is null on each chunk
+    when the client asked for usage (and set on the last one, with no choices); the last
+    choice chunk carries the lorag extensions."""
+
+    OPTIONAL = ("usage", "sources", "lorag")
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    sources: list[Source] | None = None
+    lorag: ServedBy | None = None
+
+
+class ModelMeta(_Sparse):
+    """The `lorag` extension of a model entry: what the id routes to."""
+
+    OPTIONAL = ("aliases", "version", "adapter", "adapter_version", "index")
+    kind: Literal["base", "adapter", "domain"]
+    aliases: list[str] | None = None
+    version: int | None = None  # an adapter's
+    adapter: str | None = None  # a domain's, with its version
+    adapter_version: int | None = None
+    index: bool | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "lorag"
+    lorag: ModelMeta
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 # OpenAI (legacy) completions: raw text in, text out -----------------------------------------
@@ -192,11 +302,8 @@ class CompletionChoice(BaseModel):
     logprobs: None = None
 
 
-class CompletionResponse(BaseModel):
-    id: str
+class CompletionResponse(_Reply):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[CompletionChoice]
     usage: Usage
     lorag: ServedBy
@@ -215,6 +322,8 @@ class SearchRequest(RequestModel):
 
 
 class SearchHit(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # from a `retrieval.Hit`
+
     doc_id: str
     source: str
     heading: str

@@ -28,7 +28,6 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from serving.engine.adapter_table import AdapterTable
 from serving.engine.base import (
     EngineError,
     FinishReason,
@@ -36,8 +35,9 @@ from serving.engine.base import (
     LoadedAdapter,
     SamplingOptions,
 )
-from serving.engine.requests import collect, completion_budget
+from serving.engine.requests import completion_budget
 from serving.engine.settings import EngineSettings
+from serving.engine.shared import EngineRequest, TableEngine
 
 _END = object()
 
@@ -88,16 +88,14 @@ def _settled(text: str, stops: tuple[str, ...]) -> str:
     return text[:keep].rstrip("\ufffd")
 
 
-class TransformersEngine:
+class TransformersEngine(TableEngine):
     """The `Engine` protocol on transformers + PEFT. Call it from one event loop."""
 
     name = "transformers"
+    label = "transformers"
 
     def __init__(self, model_path: str | Path, settings: EngineSettings) -> None:
-        self.model_path = Path(model_path)
-        self.settings = settings
-        self.max_adapters = settings.max_adapters
-        self._table = AdapterTable(settings.max_adapters, settings.max_lora_rank)
+        super().__init__(model_path, settings)
         # Held by whoever runs the model or changes its adapters (always in a worker thread).
         self._lock = threading.Lock()
         self._model: PreTrainedModel | PeftModel | None = None
@@ -161,18 +159,9 @@ class TransformersEngine:
     def _peft_name(adapter: LoadedAdapter) -> str:
         return f"lorag_{adapter.engine_id}"  # adapter keys may hold characters PEFT refuses
 
-    async def stream(
-        self,
-        prompt_token_ids: list[int],
-        options: SamplingOptions,
-        adapter: LoadedAdapter | None,
-        request_id: str,
-    ) -> AsyncIterator[GenerationChunk]:
-        """Generate from token ids, yielding new text and tokens as they come.
-
-        Errors (not started, unknown adapter, bad request) raise at the first iteration.
-        Closing the iterator early stops the generation at the next token.
-        """
+    async def _chunks(self, request: EngineRequest) -> AsyncIterator[GenerationChunk]:
+        """`stream`: closing the iterator early stops the generation at the next token."""
+        prompt_token_ids, options, adapter, request_id = request
         tokenizer = self._require_started()
         max_tokens = completion_budget(prompt_token_ids, options, self.settings.max_model_len)
         with self._table.use(adapter):
@@ -270,28 +259,14 @@ class TransformersEngine:
                     **sampling,
                 )
 
-    async def generate(
-        self,
-        prompt_token_ids: list[int],
-        options: SamplingOptions,
-        adapter: LoadedAdapter | None,
-        request_id: str,
-    ) -> GenerationChunk:
-        """The whole generation as one chunk (text and token ids of the full completion)."""
-        return await collect(self.stream(prompt_token_ids, options, adapter, request_id))
-
-    async def add_adapter(self, adapter: LoadedAdapter) -> None:
-        """Load an adapter's weights now, so a bad adapter fails here and not at first use."""
+    def _check_running(self) -> None:
         self._require_started()
-        self._table.reserve(adapter)
-        try:
-            await asyncio.to_thread(self._load_adapter, adapter)
-        except Exception as err:
-            self._table.discard(adapter)
-            raise EngineError(
-                f"transformers could not load adapter {adapter.key} from {adapter.path}: {err}"
-            ) from err
-        self._table.activate(adapter)
+
+    async def _attach(self, adapter: LoadedAdapter) -> None:
+        await asyncio.to_thread(self._load_adapter, adapter)
+
+    async def _detach(self, adapter: LoadedAdapter) -> None:
+        await asyncio.to_thread(self._unload_adapter, adapter)
 
     def _load_adapter(self, adapter: LoadedAdapter) -> None:
         name = self._peft_name(adapter)
@@ -315,16 +290,6 @@ class TransformersEngine:
                     raise
             self._model = model.eval()
 
-    async def remove_adapter(self, adapter: LoadedAdapter) -> None:
-        """Stop routing requests to `adapter`, wait for its running requests, unload it."""
-        self._require_started()
-        await self._table.retire(adapter)
-        try:
-            await asyncio.to_thread(self._unload_adapter, adapter)
-        except Exception as err:
-            raise EngineError(f"transformers could not unload {adapter.key}: {err}") from err
-        self._table.discard(adapter)
-
     def _unload_adapter(self, adapter: LoadedAdapter) -> None:
         name = self._peft_name(adapter)
         with self._lock:
@@ -338,7 +303,3 @@ class TransformersEngine:
                 with warnings.catch_warnings():  # "Adapter … was active which is now deleted"
                     warnings.simplefilter("ignore", UserWarning)
                     model.delete_adapter(name)
-
-    def adapters(self) -> list[LoadedAdapter]:
-        """Adapters ready to serve requests (not those being added or removed)."""
-        return self._table.ready()

@@ -27,16 +27,15 @@ from vllm.platforms import current_platform
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from serving.engine.adapter_table import AdapterTable
 from serving.engine.base import (
     EngineError,
     FinishReason,
     GenerationChunk,
     LoadedAdapter,
-    SamplingOptions,
 )
-from serving.engine.requests import collect, completion_budget
+from serving.engine.requests import completion_budget
 from serving.engine.settings import EngineSettings
+from serving.engine.shared import EngineRequest, TableEngine
 
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
 
@@ -77,7 +76,7 @@ def engine_args(model_path: Path, settings: EngineSettings) -> AsyncEngineArgs:
 ENGINE_STOP_S = 2.0
 
 
-class VLLMEngine:
+class VLLMEngine(TableEngine):
     """The `Engine` protocol on vLLM's `AsyncLLM`.
 
     Create it anywhere, then `await start()` on the event loop that will use it (the
@@ -87,13 +86,11 @@ class VLLMEngine:
     """
 
     name = "vllm"
+    label = "vLLM"
 
     def __init__(self, model_path: str | Path, settings: EngineSettings) -> None:
-        self.model_path = Path(model_path)
-        self.settings = settings
-        self.max_adapters = settings.max_adapters
+        super().__init__(model_path, settings)
         self._llm: AsyncLLM | None = None
-        self._table = AdapterTable(settings.max_adapters, settings.max_lora_rank)
 
     async def start(self) -> None:
         """Start the engine core (about 30 s for a tiny model on 2 CPU cores)."""
@@ -135,18 +132,10 @@ class VLLMEngine:
     def _lora_request(adapter: LoadedAdapter) -> LoRARequest:
         return LoRARequest(adapter.key, adapter.engine_id, str(Path(adapter.path).resolve()))
 
-    async def stream(
-        self,
-        prompt_token_ids: list[int],
-        options: SamplingOptions,
-        adapter: LoadedAdapter | None,
-        request_id: str,
-    ) -> AsyncIterator[GenerationChunk]:
-        """Generate from token ids, yielding the new text and tokens as they come.
-
-        Errors (not started, unknown adapter, bad request) raise at the first iteration.
-        Closing the iterator early (a client that went away) aborts the vLLM request.
-        """
+    async def _chunks(self, request: EngineRequest) -> AsyncIterator[GenerationChunk]:
+        """`stream`: closing the iterator early (a client that went away) aborts the vLLM
+        request."""
+        prompt_token_ids, options, adapter, request_id = request
         llm = self._engine()
         max_tokens = completion_budget(prompt_token_ids, options, self.settings.max_model_len)
         params = SamplingParams(
@@ -188,40 +177,11 @@ class VLLMEngine:
                 # Aborts the request in vLLM if it has not finished.
                 await outputs.aclose()
 
-    async def generate(
-        self,
-        prompt_token_ids: list[int],
-        options: SamplingOptions,
-        adapter: LoadedAdapter | None,
-        request_id: str,
-    ) -> GenerationChunk:
-        """The whole generation as one chunk (text and token ids of the full completion)."""
-        return await collect(self.stream(prompt_token_ids, options, adapter, request_id))
+    def _check_running(self) -> None:
+        self._engine()
 
-    async def add_adapter(self, adapter: LoadedAdapter) -> None:
-        """Load an adapter's weights now, so a bad adapter fails here and not at first use."""
-        llm = self._engine()
-        self._table.reserve(adapter)
-        try:
-            await llm.add_lora(self._lora_request(adapter))
-        except Exception as err:
-            self._table.discard(adapter)
-            raise EngineError(
-                f"vLLM could not load adapter {adapter.key} from {adapter.path}: {err}"
-            ) from err
-        self._table.activate(adapter)
+    async def _attach(self, adapter: LoadedAdapter) -> None:
+        await self._engine().add_lora(self._lora_request(adapter))
 
-    async def remove_adapter(self, adapter: LoadedAdapter) -> None:
-        """Stop routing requests to `adapter`, wait for its running requests, unload it."""
-        llm = self._engine()
-        await self._table.retire(adapter)
-        try:
-            await llm.remove_lora(adapter.engine_id)
-        except Exception as err:
-            # Still counted against capacity: the engine may hold it. Removing again retries.
-            raise EngineError(f"vLLM could not unload adapter {adapter.key}: {err}") from err
-        self._table.discard(adapter)
-
-    def adapters(self) -> list[LoadedAdapter]:
-        """Adapters ready to serve requests (not those being added or removed)."""
-        return self._table.ready()
+    async def _detach(self, adapter: LoadedAdapter) -> None:
+        await self._engine().remove_lora(adapter.engine_id)

@@ -18,8 +18,12 @@ from serving.dependencies import Chat, ChatUser, Context
 from serving.errors import bad_request
 from serving.protocol import (
     ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
+    ModelCard,
+    ModelList,
+    ModelMeta,
     SearchHit,
     SearchRequest,
     SearchResponse,
@@ -58,7 +62,16 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
                 await task
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": ChatCompletionResponse,
+            "description": "The answer; with `stream`, server-sent `ChatCompletionChunk`s.",
+        }
+    },
+)
 async def chat_completions(
     request: Request, user: ChatUser, body: ChatCompletionRequest, chat: Chat
 ) -> Response:
@@ -76,7 +89,7 @@ async def chat_completions(
         answer = await unless_disconnected(request, chat.complete(prepared))
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
-    return JSONResponse(answer, headers=headers)
+    return JSONResponse(answer.model_dump(), headers=headers)
 
 
 @router.post("/completions", response_model=CompletionResponse)
@@ -93,8 +106,8 @@ async def completions(
     return JSONResponse(answer.model_dump(), headers={"x-request-id": prepared.request_id})
 
 
-@router.get("/models")
-async def list_models(user: ChatUser, ctx: Context) -> dict:
+@router.get("/models", response_model=ModelList)
+async def list_models(user: ChatUser, ctx: Context) -> Response:
     """The domains, the loaded adapters (with versions) and the base model.
 
     Ids are unique: an adapter that shares its name with a domain is listed only inside
@@ -102,25 +115,19 @@ async def list_models(user: ChatUser, ctx: Context) -> dict:
     """
     created = int(time.time())
 
-    def entry(model_id: str, **lorag: object) -> dict:
-        return {
-            "id": model_id,
-            "object": "model",
-            "created": created,
-            "owned_by": "lorag",
-            "lorag": lorag,
-        }
+    def card(model_id: str, **lorag: object) -> ModelCard:
+        return ModelCard(id=model_id, created=created, lorag=ModelMeta(**lorag))
 
-    data = [entry(ctx.base_model_id, kind="base", aliases=["base"])]
+    data = [card(ctx.base_model_id, kind="base", aliases=["base"])]
     for name in ctx.registry.names():
         if name in ctx.state.domains:
             continue  # the domain of that name is what `model: name` serves
         adapter = ctx.registry.current(name)
-        data.append(entry(name, kind="adapter", version=adapter.version if adapter else None))
+        data.append(card(name, kind="adapter", version=adapter.version if adapter else None))
     for name, domain in sorted(ctx.state.domains.items()):
         adapter = ctx.registry.current(domain.adapter) if domain.adapter else None
         data.append(
-            entry(
+            card(
                 name,
                 kind="domain",
                 adapter=domain.adapter,
@@ -128,7 +135,7 @@ async def list_models(user: ChatUser, ctx: Context) -> dict:
                 index=domain.index,
             )
         )
-    return {"object": "list", "data": data}
+    return JSONResponse(ModelList(data=data).model_dump())
 
 
 @router.post("/search", response_model=SearchResponse)
@@ -148,15 +155,5 @@ async def search(user: ChatUser, body: SearchRequest, ctx: Context) -> SearchRes
         domain=body.domain,
         mode=mode,
         index_version=hits[0].index_version if hits else None,
-        data=[
-            SearchHit(
-                doc_id=h.doc_id,
-                source=h.source,
-                heading=h.heading,
-                chunk_index=h.chunk_index,
-                score=h.score,
-                text=h.text,
-            )
-            for h in hits
-        ],
+        data=[SearchHit.model_validate(h) for h in hits],
     )

@@ -9,9 +9,8 @@ import asyncio
 import json
 import shutil
 import socket
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,11 +18,12 @@ import httpx
 import pytest
 import uvicorn
 
-from retrieval.manifest import MANIFEST_FILE
+from contracts.manifest import MANIFEST_FILE
 from retrieval.settings import QdrantSettings, RetrievalSettings
 from serving.engine.settings import EngineSettings
 from serving.settings import ApiKey, ServingSettings
 from tests.support.adapters import make_random_adapter
+from tests.support.loop import LoopThread
 from tests.support.tiny_models import build_tiny_model
 
 T = TypeVar("T")
@@ -40,23 +40,6 @@ DOCUMENTS = {
     "warranty/policy.md": "# Warranty\n\nEvery blue product carries a two year warranty "
     "covering manufacturing defects.\n",
 }
-
-
-class LoopThread:
-    """An asyncio event loop in a daemon thread; engines and servers share it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 180) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        self.loop.close()
 
 
 class RunningServer:
@@ -168,6 +151,10 @@ def admin_headers() -> dict[str, str]:
 
 def chat_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {CHAT_KEY}"}
+
+
+ADMIN = admin_headers()  # admin implies chat: every route is reachable
+CHAT = chat_headers()
 
 
 def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = 180) -> dict:

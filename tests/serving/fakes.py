@@ -17,10 +17,12 @@ from serving.engine.base import (
     LoadedAdapter,
     SamplingOptions,
 )
-from serving.engine.requests import collect
+from serving.engine.shared import EngineRequest, TableEngine
 
 
-class FakeEngine:
+class FakeEngine(TableEngine):
+    """`generate` is the real engines' (over `stream`); the adapters are a plain dict."""
+
     name = "fake"
 
     def __init__(self, max_adapters: int = 4) -> None:
@@ -40,13 +42,8 @@ class FakeEngine:
     async def shutdown(self) -> None:
         self._adapters.clear()
 
-    async def stream(
-        self,
-        prompt_token_ids: list[int],
-        options: SamplingOptions,
-        adapter: LoadedAdapter | None,
-        request_id: str,
-    ) -> AsyncIterator[GenerationChunk]:
+    async def _chunks(self, request: EngineRequest) -> AsyncIterator[GenerationChunk]:
+        prompt_token_ids, options, adapter, request_id = request
         if adapter is not None and self._adapters.get(adapter.engine_id) != adapter:
             raise EngineError(f"adapter {adapter.key} is not registered")
         self.started_requests += 1
@@ -68,15 +65,6 @@ class FakeEngine:
                 prompt_tokens=len(prompt_token_ids),
                 completion_tokens=number,
             )
-
-    async def generate(
-        self,
-        prompt_token_ids: list[int],
-        options: SamplingOptions,
-        adapter: LoadedAdapter | None,
-        request_id: str,
-    ) -> GenerationChunk:
-        return await collect(self.stream(prompt_token_ids, options, adapter, request_id))
 
     async def add_adapter(self, adapter: LoadedAdapter) -> None:
         if len(self._adapters) >= self.max_adapters:

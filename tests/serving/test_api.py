@@ -21,16 +21,8 @@ from transformers import AutoTokenizer
 from serving.app import create_app
 from serving.engine.settings import EngineSettings
 from serving.settings import DomainSpec, LimitSettings
-from tests.serving.conftest import (
-    admin_headers,
-    chat_headers,
-    retrieval_settings,
-    serving_settings,
-)
+from tests.serving.conftest import ADMIN, CHAT, retrieval_settings, serving_settings
 from tests.serving.fakes import FakeEngine
-
-ADMIN = admin_headers()
-CHAT = chat_headers()
 
 
 @contextmanager
@@ -60,6 +52,20 @@ def api(srv_model: Path, srv_adapters_root: Path, tmp_path: Path):
     limits = LimitSettings(max_upload_bytes=1 << 20)
     with running_app(srv_model, srv_adapters_root, tmp_path / "data", limits=limits) as app:
         yield app
+
+
+@contextmanager
+def app_with(
+    srv_model: Path, root: Path, tmp_path_factory: pytest.TempPathFactory, name: str,
+    *setup: tuple[str, dict],
+) -> Iterator[TestClient]:
+    """A test module's own app (data under a fresh folder), set up through the admin API."""
+    data = tmp_path_factory.mktemp(name) / "data"
+    with running_app(srv_model, root, data) as (client, _):
+        for path, body in setup:
+            reply = client.post(path, headers=ADMIN, json=body)
+            assert reply.status_code < 300, reply.text
+        yield client
 
 
 def chat_body(model: str = "base", content: str = "hello there", **extra) -> dict:

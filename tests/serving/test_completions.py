@@ -12,8 +12,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from retrieval.prompt import COMPLETION_STOP, build_messages, completion_ids, prompt_format
-from tests.serving.conftest import _edit_manifest
-from tests.serving.test_api import ADMIN, CHAT, assert_error, chat_body, running_app
+from tests.serving.conftest import ADMIN, CHAT, _edit_manifest
+from tests.serving.test_api import assert_error, chat_body, running_app
 
 
 def test_text_completion_passes_the_prompt_untouched(srv_model: Path, srv_adapters_root, tmp_path):

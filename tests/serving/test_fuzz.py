@@ -23,11 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.app import create_app
-from tests.serving.conftest import admin_headers, retrieval_settings, serving_settings
-from tests.serving.test_api import running_app
+from tests.serving.conftest import ADMIN, retrieval_settings, serving_settings
+from tests.serving.test_api import app_with
 
 EXAMPLES = 10  # per operation and mode: 10 x 32 pairs, 320 requests in about 10 s
-ADMIN = admin_headers()  # admin implies chat: every route is reachable
 
 
 def _schema() -> Any:
@@ -56,11 +55,10 @@ def _cases() -> list[Any]:
 def fuzz_api(
     srv_model: Path, srv_adapters_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
-    data = tmp_path_factory.mktemp("fuzz") / "data"
-    with running_app(srv_model, srv_adapters_root, data) as (client, _):
-        client.post("/admin/adapters", headers=ADMIN, json={"name": "acme", "path": "acme/v1"})
-        client.post("/admin/domains", headers=ADMIN, json={"name": "acme", "adapter": "acme"})
-        yield client
+    adapter = ("/admin/adapters", {"name": "acme", "path": "acme/v1"})
+    domain = ("/admin/domains", {"name": "acme", "adapter": "acme"})
+    with app_with(srv_model, srv_adapters_root, tmp_path_factory, "fuzz", adapter, domain) as app:
+        yield app
 
 
 def _strings(value: Any, path: tuple = ()) -> list[tuple]:

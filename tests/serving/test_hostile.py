@@ -17,18 +17,16 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from tests.serving.conftest import (
+    ADMIN,
+    CHAT,
     LoopThread,
     RunningServer,
-    admin_headers,
-    chat_headers,
     retrieval_settings,
     serving_settings,
 )
 from tests.serving.fakes import FakeEngine
-from tests.serving.test_api import assert_error, chat_body, running_app
+from tests.serving.test_api import app_with, assert_error, chat_body
 
-ADMIN = admin_headers()
-CHAT = chat_headers()
 S = "\ud800"  # a lone UTF-16 surrogate: valid in JSON's escapes, not encodable as UTF-8
 DEEP = 5000  # nesting deeper than Python's JSON parser's recursion limit
 
@@ -256,11 +254,9 @@ def hostile_api(
     srv_model: Path, srv_adapters_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
     """One app for the whole table, with a domain `docs` whose retrieval is on (no index)."""
-    data = tmp_path_factory.mktemp("hostile") / "data"
-    with running_app(srv_model, srv_adapters_root, data) as (client, _):
-        created = client.post("/admin/domains", headers=ADMIN, json={"name": "docs", "index": True})
-        assert created.status_code == 201, created.text
-        yield client
+    domain = ("/admin/domains", {"name": "docs", "index": True})
+    with app_with(srv_model, srv_adapters_root, tmp_path_factory, "hostile", domain) as app:
+        yield app
 
 
 def send(client: TestClient, method: str, path: str, body: Any, headers: dict[str, str]):

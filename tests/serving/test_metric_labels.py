@@ -8,11 +8,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serving.conftest import admin_headers, chat_headers
+from tests.serving.conftest import ADMIN, CHAT
 from tests.serving.test_api import chat_body, running_app
 
-ADMIN = admin_headers()
-CHAT = chat_headers()
 CHAT_URL = "/v1/chat/completions"
 
 

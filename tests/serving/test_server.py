@@ -25,11 +25,11 @@ from retrieval.prompt import build_messages
 from serving.app import create_app
 from serving.engine import create_engine
 from tests.serving.conftest import (
+    ADMIN,
+    CHAT,
     CHAT_KEY,
     LoopThread,
     RunningServer,
-    admin_headers,
-    chat_headers,
     retrieval_settings,
     serving_settings,
     wait_for_job,
@@ -37,8 +37,6 @@ from tests.serving.conftest import (
 
 pytestmark = pytest.mark.vllm
 
-ADMIN = admin_headers()
-CHAT = chat_headers()
 SYSTEM_PROMPT = "You answer questions about ACME products."
 QUESTION = "How many days do I have to get a refund?"
 MAX_TOKENS = 12

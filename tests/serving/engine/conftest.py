@@ -7,9 +7,7 @@ one event loop runs in a thread for the whole session and tests hand it coroutin
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,30 +16,14 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from serving.engine.base import GenerationChunk, SamplingOptions
 from tests.support.adapters import make_random_adapter
+from tests.support.loop import LoopThread
 from tests.support.tiny_models import build_tiny_model
 
 T = TypeVar("T")
 
 ADAPTER_NAMES = ("alpha", "beta", "gamma", "delta")
-
-
-class LoopThread:
-    """An asyncio event loop running in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
-        """Run `coro` on the loop and return its result (its exception is raised here)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        self.loop.close()
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +92,30 @@ class PeftReference:
 @pytest.fixture(scope="session")
 def reference(tiny_llama: Path, adapter_dirs: dict[str, Path]) -> PeftReference:
     return PeftReference(tiny_llama, adapter_dirs)
+
+
+@pytest.fixture
+def clean(engine, loop) -> Iterator[None]:
+    """Every test starts and ends with no adapter in the engine (each test module has its
+    own `engine` fixture)."""
+    assert engine.adapters() == []
+    yield
+    for adapter in engine.adapters():
+        loop.run(engine.remove_adapter(adapter))
+
+
+async def chunks_of(engine, prompt, options, lora, request_id) -> list[GenerationChunk]:
+    return [chunk async for chunk in engine.stream(prompt, options, lora, request_id)]
+
+
+def stream_and_whole(
+    engine: Any, loop: LoopThread, prompt_ids: list[int], options: SamplingOptions
+) -> tuple[list[GenerationChunk], GenerationChunk]:
+    """The same request streamed and whole, checked to agree piece by piece."""
+    chunks = loop.run(chunks_of(engine, prompt_ids, options, None, "stream"))
+    whole = loop.run(engine.generate(prompt_ids, options, None, "whole"))
+    assert len(chunks) > 1
+    assert "".join(c.text for c in chunks) == whole.text
+    assert [t for c in chunks for t in c.token_ids] == whole.token_ids
+    assert [c.finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    return chunks, whole

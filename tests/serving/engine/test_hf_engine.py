@@ -21,6 +21,7 @@ from serving.engine.base import (
 from serving.engine.errors import InvalidRequestError, UnknownAdapterError
 from serving.engine.hf_engine import TransformersEngine
 from serving.engine.settings import EngineSettings
+from tests.serving.engine.conftest import chunks_of, stream_and_whole
 
 MAX_TOKENS = 24
 GREEDY = SamplingOptions(max_tokens=MAX_TOKENS)
@@ -35,20 +36,8 @@ def engine(loop, tiny_llama: Path) -> Iterator[TransformersEngine]:
     loop.run(hf.shutdown())
 
 
-@pytest.fixture
-def clean(engine, loop) -> Iterator[None]:
-    assert engine.adapters() == []
-    yield
-    for adapter in engine.adapters():
-        loop.run(engine.remove_adapter(adapter))
-
-
 def adapter(name: str, path: Path, engine_id: int, version: int = 1) -> LoadedAdapter:
     return LoadedAdapter(name=name, version=version, path=path, engine_id=engine_id)
-
-
-async def chunks_of(engine, prompt, options, lora, request_id) -> list[GenerationChunk]:
-    return [chunk async for chunk in engine.stream(prompt, options, lora, request_id)]
 
 
 def test_implements_the_protocol(engine) -> None:
@@ -132,12 +121,7 @@ def test_a_bad_adapter_fails_at_load_and_changes_nothing(
 
 
 def test_streaming_matches_the_whole_generation(engine, loop, prompt_ids) -> None:
-    chunks = loop.run(chunks_of(engine, prompt_ids, GREEDY, None, "stream"))
-    whole = loop.run(engine.generate(prompt_ids, GREEDY, None, "whole"))
-    assert len(chunks) > 1
-    assert "".join(c.text for c in chunks) == whole.text
-    assert [t for c in chunks for t in c.token_ids] == whole.token_ids
-    assert [c.finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    _, whole = stream_and_whole(engine, loop, prompt_ids, GREEDY)
     assert (whole.finish_reason, whole.completion_tokens) == ("length", MAX_TOKENS)
     assert whole.prompt_tokens == len(prompt_ids)
     assert whole.text.strip()

@@ -23,6 +23,7 @@ from serving.engine.base import (
 )
 from serving.engine.errors import InvalidRequestError, UnknownAdapterError
 from serving.engine.settings import EngineSettings
+from tests.serving.engine.conftest import chunks_of, stream_and_whole
 from tests.support.adapters import make_random_adapter
 
 pytestmark = pytest.mark.vllm
@@ -63,15 +64,6 @@ def engine_ids() -> Iterator[int]:
     return itertools.count(1)
 
 
-@pytest.fixture
-def clean(engine, loop) -> Iterator[None]:
-    """Every test starts and ends with no adapter in the engine."""
-    assert engine.adapters() == []
-    yield
-    for adapter in engine.adapters():
-        loop.run(engine.remove_adapter(adapter))
-
-
 def adapter(name: str, path: Path, engine_ids: Iterator[int], version: int = 1) -> LoadedAdapter:
     return LoadedAdapter(name=name, version=version, path=path, engine_id=next(engine_ids))
 
@@ -84,10 +76,6 @@ async def gather_generations(engine, prompt, requests) -> list[GenerationChunk]:
             for i, lora in enumerate(requests)
         )
     )
-
-
-async def chunks_of(engine, prompt, options, lora, request_id) -> list[GenerationChunk]:
-    return [chunk async for chunk in engine.stream(prompt, options, lora, request_id)]
 
 
 def test_mixed_batch_equals_peft_reference(
@@ -178,13 +166,7 @@ def test_bad_adapters_fail_at_load_time(
 
 
 def test_streaming_matches_the_whole_generation(engine, loop, prompt_ids) -> None:
-    chunks = loop.run(chunks_of(engine, prompt_ids, GREEDY, None, "stream-1"))
-    whole = loop.run(engine.generate(prompt_ids, GREEDY, None, "stream-2"))
-
-    assert len(chunks) > 1
-    assert "".join(c.text for c in chunks) == whole.text
-    assert [t for c in chunks for t in c.token_ids] == whole.token_ids
-    assert [c.finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    chunks, whole = stream_and_whole(engine, loop, prompt_ids, GREEDY)
     assert chunks[-1].finish_reason == whole.finish_reason
     counts = [c.completion_tokens for c in chunks]
     assert counts == sorted(counts) and counts[-1] == len(whole.token_ids)
