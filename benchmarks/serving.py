@@ -23,9 +23,7 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx
+
+from serving.process import ServerProcess, free_port
 
 MAX_ADAPTERS = 6  # 4 mixed + 1 swapped + its transient second version
 LORA_RANK = 8
@@ -58,12 +58,6 @@ QUESTIONS = [
 
 
 # Servers -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serve_lorag(model: Path, adapters_root: Path, data_dir: Path, port: int) -> None:
@@ -92,41 +86,11 @@ def serve_lorag(model: Path, adapters_root: Path, data_dir: Path, port: int) -> 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-@dataclass
-class Server:
-    name: str
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def wait_ready(self, path: str, timeout_s: float = 600) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; see {self.log}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.name} did not start within {timeout_s:.0f} s; see {self.log}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-
-
-def start(name: str, command: list[str], port: int, workdir: Path) -> Server:
-    log = workdir / f"{name}.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    return Server(name, f"http://127.0.0.1:{port}", process, log)
+def start(name: str, command: list[str], port: int, workdir: Path) -> ServerProcess:
+    """A server subprocess logging to `<workdir>/<name>.log`; stopped with SIGINT (Ctrl-C)."""
+    return ServerProcess(
+        command, workdir / f"{name}.log", f"http://127.0.0.1:{port}", cwd=ROOT
+    ).start()
 
 
 # Load ----------------------------------------------------------------------------------------
@@ -350,8 +314,8 @@ def main() -> None:
         )
         try:
             with console.status("Starting both servers (vLLM engine start-up, twice)"):
-                lorag.wait_ready("/ready")
-                vllm.wait_ready("/v1/models")
+                lorag.wait_ready(600, "/ready")
+                vllm.wait_ready(600, "/v1/models")
             load_seconds = []
             with httpx.Client(base_url=lorag.url, timeout=300) as http:
                 for number in range(1, 5):
@@ -381,7 +345,7 @@ def main() -> None:
                 for name, url, models in scenarios:
                     with console.status(f"Round {round_number}/{args.rounds}: {name}"):
                         totals[name].merge(asyncio.run(run_load(url, models, **load)))
-            vllm.stop()  # the replacement test runs on lorag alone
+            vllm.stop(60, signal.SIGINT)  # the replacement test runs on lorag alone
             with console.status(
                 f"{args.replacements} replacements under {args.concurrency} clients"
             ):
@@ -391,8 +355,8 @@ def main() -> None:
                     )
                 )
         finally:
-            lorag.stop()
-            vllm.stop()
+            lorag.stop(60, signal.SIGINT)
+            vllm.stop(60, signal.SIGINT)
 
     def row(result: LoadResult) -> list[str]:
         return [

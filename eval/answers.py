@@ -24,11 +24,12 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from openai import AsyncOpenAI
 
-from eval.client import check_model, describe_error, extension
+from eval.client import check_model, describe_error, extension, make_client
 from eval.dataset import EvalItem
 from eval.few_shot import SolvedExample, ask_few_shot, choose_shots, solved_examples
 from eval.judge import Judge
@@ -38,11 +39,8 @@ from eval.metrics import (
     cited_docs,
     exact_match,
     groundedness,
-    mean_or_none,
-    percentile,
     token_f1,
 )
-from eval.report import Report, Table, bar_chart, histogram
 
 
 @dataclass(frozen=True)
@@ -140,28 +138,35 @@ async def ask(
     k: int | None,
     examples: Sequence[SolvedExample] = (),
 ) -> dict[str, Any]:
-    """One question under one configuration: the response, its timing and its metrics."""
-    if config.shots:
-        return await _ask_few_shot(client, domain, item, config, max_tokens, k, examples)
-    switches: dict[str, Any] = {"adapter": config.adapter, "retrieval": config.retrieval}
-    if k is not None and config.retrieval:
-        switches["k"] = k
+    """One question under one configuration: the response, its timing and its metrics.
+
+    Few-shot configurations ask `/v1/completions` with `examples` (and record the prompt);
+    the others ask chat completions with the configuration's switches."""
     row = _row(item, config)
     started = time.perf_counter()
     try:
-        response = await client.chat.completions.create(
-            model=domain,
-            messages=[{"role": "user", "content": item.question}],
-            temperature=0.0,
-            max_tokens=max_tokens,
-            extra_body={"lorag": switches},
-        )
+        if config.shots:
+            row["prompt"], sources, response = await ask_few_shot(
+                client, domain, item, examples[: config.shots], max_tokens, k
+            )
+            output = (response.choices[0].text or "").strip()
+        else:
+            switches: dict[str, Any] = {"adapter": config.adapter, "retrieval": config.retrieval}
+            if k is not None and config.retrieval:
+                switches["k"] = k
+            response = await client.chat.completions.create(
+                model=domain,
+                messages=[{"role": "user", "content": item.question}],
+                temperature=0.0,
+                max_tokens=max_tokens,
+                extra_body={"lorag": switches},
+            )
+            sources = list(extension(response, "sources") or [])
+            output = response.choices[0].message.content or ""
     except Exception as err:  # noqa: BLE001 - every failure is recorded, none stops the run
         row.update(error=describe_error(err), latency_s=time.perf_counter() - started)
         return row
-    choice = response.choices[0]
-    sources = list(extension(response, "sources") or [])
-    return _answered(row, item, response, choice.message.content or "", sources, started)
+    return _answered(row, item, response, output, sources, started)
 
 
 def _answered(
@@ -197,29 +202,6 @@ def _row(item: EvalItem, config: Configuration) -> dict[str, Any]:
         "aliases": list(item.aliases),
         "gold_docs": list(item.gold_docs),
     }
-
-
-async def _ask_few_shot(
-    client: AsyncOpenAI,
-    domain: str,
-    item: EvalItem,
-    config: Configuration,
-    max_tokens: int,
-    k: int | None,
-    examples: Sequence[SolvedExample],
-) -> dict[str, Any]:
-    row = _row(item, config)
-    started = time.perf_counter()
-    try:
-        prompt, sources, response = await ask_few_shot(
-            client, domain, item, examples[: config.shots], max_tokens, k
-        )
-    except Exception as err:  # noqa: BLE001 - every failure is recorded, none stops the run
-        row.update(error=describe_error(err), latency_s=time.perf_counter() - started)
-        return row
-    row["prompt"] = prompt
-    output = (response.choices[0].text or "").strip()
-    return _answered(row, item, response, output, sources, started)
 
 
 async def evaluate_answers(
@@ -269,143 +251,53 @@ async def evaluate_answers(
     return list(await asyncio.gather(*tasks))
 
 
-def summarise(rows: Sequence[dict[str, Any]], configs: Sequence[Configuration]) -> dict[str, Any]:
-    """Per configuration: means of each metric over answered questions, errors, latency."""
-    summary: dict[str, Any] = {}
-    for config in configs:
-        mine = [r for r in rows if r["config"] == config.name]
-        ok = [r for r in mine if r["error"] is None]
-        latencies = [r["latency_s"] for r in ok]
-        summary[config.name] = {
-            "questions": len(mine),
-            "answered": len(ok),
-            "errors": len(mine) - len(ok),
-            **{m: mean_or_none(r.get(m) for r in ok) for m in METRICS},
-            "latency_p50_s": percentile(latencies, 50),
-            "latency_p95_s": percentile(latencies, 95),
-            "mean_completion_tokens": mean_or_none(r.get("completion_tokens") for r in ok),
-            "judge_graded": sum(1 for r in ok if r.get("judge") is not None),
-            "adapter_versions": sorted(
-                {
-                    r["served_by"]["adapter_version"]
-                    for r in ok
-                    if (r.get("served_by") or {}).get("adapter_version") is not None
-                }
-            ),
+@dataclass
+class AnswersRun:
+    """One answers eval as asked: the server, the questions, the budget; `params()` is what
+    its report records."""
+
+    domain: str
+    evalset: Path
+    url: str
+    api_key: str | None
+    configs: list[Configuration]
+    items: list[EvalItem]
+    max_tokens: int
+    concurrency: int
+    timeout_s: float
+    k: int | None = None
+    shots_pool: Sequence[EvalItem] = ()
+    shots_from: Path | None = None
+    judge: Judge | None = None
+    judge_label: str = "off"
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "evalset": str(self.evalset),
+            "server": self.url,
+            "configs": [c.name for c in self.configs],
+            "questions": len(self.items),
+            "k": self.k if self.k is not None else "server default",
+            "max_tokens": self.max_tokens,
+            "concurrency": self.concurrency,
+            "temperature": 0.0,
+            "judge": self.judge_label,
+            **({"shots_from": str(self.shots_from)} if self.shots_from is not None else {}),
         }
-    return summary
 
 
-def _margin(summary: dict[str, Any], strongest: str | None) -> dict[str, Any]:
-    """Each adapter configuration's containment minus the strongest base's."""
-    if strongest is None:
-        return {}
-    bar = summary[strongest]["contained"]
-    return {
-        "margins": {
-            name: s["contained"] - bar
-            for name, s in summary.items()
-            if name.startswith("adapter") and s["contained"] is not None
-        }
-    }
-
-
-def _prompt_sections(
-    rows: Sequence[dict[str, Any]], configs: Sequence[Configuration]
-) -> dict[str, str]:
-    """The exact prompt of each few-shot configuration's first question, for the report."""
-    sections = {}
-    for config in configs:
-        if not config.shots:
-            continue
-        first = next((r for r in rows if r["config"] == config.name and r.get("prompt")), None)
-        if first is not None:
-            sections[f"The prompt {config.name} sent for {first['id']}"] = (
-                "Sent to `/v1/completions` with `model: base`, temperature 0, stop at a "
-                "newline; the solved examples are training questions, each with its own "
-                "retrieved context.\n\n```text\n" + first["prompt"] + "\n```"
-            )
-    return sections
-
-
-def build_report(
-    rows: Sequence[dict[str, Any]],
-    configs: Sequence[Configuration],
-    params: dict[str, Any],
-) -> Report:
-    """Tables, plots and per-question results of an answers eval."""
-    summary = summarise(rows, configs)
-    strongest = strongest_base(summary, configs)
-    judged = params.get("judge", "off") != "off"
-    metrics = [
-        m
-        for m in METRICS
-        if any(s[m] is not None for s in summary.values()) or (m == "judge" and judged)
-    ]
-    headers = ["config", "answered", "errors", *metrics, "p50 s", "p95 s"]
-    table = Table(
-        title=f"Answers: {params.get('domain', '')}",
-        headers=headers,
-        rows=[
-            [
-                name,
-                s["answered"],
-                s["errors"],
-                *[s[m] for m in metrics],
-                s["latency_p50_s"],
-                s["latency_p95_s"],
-            ]
-            for name, s in summary.items()
-        ],
-        note=(
-            "Means over answered questions. exact_match/token_f1/contained compare the output "
-            "with the answer and aliases (SQuAD normalisation); groundedness and "
-            "citation_accuracy need returned sources (n/a without retrieval); citation_accuracy "
-            "also needs gold documents."
-        ),
-    )
-    if strongest:
-        table.note += (
-            f" Strongest configuration without an adapter: {strongest}"
-            + "".join(
-                f"; {name} minus {strongest}: {value:+.1%} contained"
-                for name, value in _margin(summary, strongest).get("margins", {}).items()
-            )
-            + "."
-        )
-    errors = [r for r in rows if r["error"] is not None]
-    tables = [table]
-    if errors:
-        tables.append(
-            Table(
-                title="Failed requests",
-                headers=["config", "id", "error"],
-                rows=[[r["config"], r["id"], r["error"]] for r in errors[:50]],
-                note=f"{len(errors)} failed request(s)" + (", first 50 shown" if len(errors) > 50
-                                                            else ""),
-            )
-        )
-    figures = {
-        "configs.png": bar_chart(
-            f"Configurations side by side: {params.get('domain', '')}",
-            metrics,
-            {name: [s[m] for m in metrics] for name, s in summary.items()},
-        ),
-        "latency.png": histogram(
-            "Request latency by configuration",
-            {
-                c.name: [r["latency_s"] for r in rows if r["config"] == c.name and not r["error"]]
-                for c in configs
-            },
-        ),
-    }
-    return Report(
-        sections=_prompt_sections(rows, configs),
-        kind="answers",
-        title=f"Answers eval: {params.get('domain', '')}",
-        params=params,
-        summary={"configs": summary, "strongest_base": strongest, **_margin(summary, strongest)},
-        results=list(rows),
-        tables=tables,
-        figures=figures,
-    )
+async def run_answers(
+    run: AnswersRun, progress: Callable[[], None] | None = None
+) -> list[dict[str, Any]]:
+    """Ask `run` over a client of its own (and close it, and the judge's, afterwards)."""
+    client = make_client(run.url, run.api_key, run.timeout_s)
+    try:
+        return await evaluate_answers(
+            client, run.domain, run.items, run.configs, run.max_tokens, run.concurrency,
+            k=run.k, judge=run.judge, progress=progress, shots_pool=run.shots_pool,
+        )  # fmt: skip
+    finally:
+        await client.close()
+        if run.judge is not None:
+            await run.judge.client.close()

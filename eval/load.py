@@ -158,6 +158,41 @@ async def stream_one(
     )
 
 
+async def post_replacement(
+    http: httpx.AsyncClient, replacement: Replacement, headers: dict[str, str], run_start: float
+) -> ReplacementRecord:
+    """`POST /admin/adapters` for one replacement, timed; a failure is recorded, not raised."""
+    started = time.perf_counter()
+    record = ReplacementRecord(
+        name=replacement.name,
+        path=replacement.path,
+        started_s=started - run_start,
+        seconds=0.0,
+        status=None,
+    )
+    try:
+        response = await http.post(
+            "/admin/adapters",
+            json={"name": replacement.name, "path": replacement.path},
+            headers=headers,
+        )
+        record.status = response.status_code
+        try:
+            record.response = response.json()
+        except ValueError:
+            record.response = response.text[:500]
+        if response.status_code >= 400:
+            record.error = f"HTTP {response.status_code}"
+    except httpx.HTTPError as err:
+        record.error = f"{type(err).__name__}: {err}"
+    record.seconds = time.perf_counter() - started
+    return record
+
+
+def _admin_headers(admin_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+
+
 async def replace_adapters(
     url: str,
     admin_key: str | None,
@@ -169,7 +204,7 @@ async def replace_adapters(
 ) -> list[ReplacementRecord]:
     """Every `every_s` seconds until `stop`, load the next replacement (cycling the list)."""
     records: list[ReplacementRecord] = []
-    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    headers = _admin_headers(admin_key)
     async with httpx.AsyncClient(base_url=server_root(url), timeout=timeout_s) as http:
         for replacement in itertools.cycle(replacements):
             try:
@@ -177,31 +212,7 @@ async def replace_adapters(
                 break  # the run ended before the next replacement was due
             except TimeoutError:
                 pass
-            started = time.perf_counter()
-            record = ReplacementRecord(
-                name=replacement.name,
-                path=replacement.path,
-                started_s=started - run_start,
-                seconds=0.0,
-                status=None,
-            )
-            try:
-                response = await http.post(
-                    "/admin/adapters",
-                    json={"name": replacement.name, "path": replacement.path},
-                    headers=headers,
-                )
-                record.status = response.status_code
-                try:
-                    record.response = response.json()
-                except ValueError:
-                    record.response = response.text[:500]
-                if response.status_code >= 400:
-                    record.error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as err:
-                record.error = f"{type(err).__name__}: {err}"
-            record.seconds = time.perf_counter() - started
-            records.append(record)
+            records.append(await post_replacement(http, replacement, headers, run_start))
     return records
 
 
@@ -263,6 +274,94 @@ async def run_load(
     records.sort(key=lambda r: r.started_s)
     return LoadRun(model=model, concurrency=concurrency, wall_s=wall, requests=records,
                    replacements=swaps)
+
+
+@dataclass
+class SwapRun:
+    """One adapter replaced while requests run: every request's outcome around the swap."""
+
+    domain: str
+    requests: int
+    failures: list[str]
+    versions: dict[Any, int]  # adapter version -> requests it served
+    in_flight_at_swap: int
+    swap_status: int
+    swap_seconds: float
+    replaced_version: int | None
+    new_version: int | None
+    after_swap_versions: dict[Any, int]  # of requests started after the swap returned
+
+
+def _versions(records: Sequence[RequestRecord]) -> dict[Any, int]:
+    return dict(sorted(Counter(r.adapter_version for r in records if r.error is None).items()))
+
+
+async def swap_under_load(
+    client: AsyncOpenAI,
+    url: str,
+    replacement: Replacement,
+    prompts: Sequence[str],
+    *,
+    concurrency: int,
+    requests_after_swap: int,
+    max_requests: int,
+    max_tokens: int,
+    admin_key: str | None,
+    timeout_s: float,
+) -> SwapRun:
+    """Keep `concurrency` requests to `replacement.name` in flight, replace the adapter once
+    the first one is back, and stop when `requests_after_swap` requests started after the
+    swap have returned (or after `max_requests`). A failed swap raises `RuntimeError`."""
+    run_start = time.perf_counter()
+    records: list[RequestRecord] = []
+    first_done, stop = asyncio.Event(), asyncio.Event()
+    state = {"started": 0, "swapped_at": float("inf")}
+
+    async def worker(client_id: int) -> None:
+        number = client_id
+        while not stop.is_set() and state["started"] < max_requests:
+            state["started"] += 1
+            prompt = prompts[number % len(prompts)]
+            records.append(await stream_one(
+                client, replacement.name, prompt, max_tokens, None, client_id, run_start
+            ))  # fmt: skip
+            first_done.set()
+            after = sum(1 for r in records if r.started_s >= state["swapped_at"])
+            if after >= requests_after_swap or len(records) >= max_requests:
+                stop.set()
+            number += concurrency
+
+    workers = [asyncio.create_task(worker(w)) for w in range(concurrency)]
+    try:
+        await first_done.wait()
+        in_flight = state["started"] - len(records)
+        async with httpx.AsyncClient(base_url=server_root(url), timeout=timeout_s) as http:
+            swap = await post_replacement(http, replacement, _admin_headers(admin_key), run_start)
+        state["swapped_at"] = time.perf_counter() - run_start
+        if swap.error:
+            stop.set()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        await asyncio.gather(*workers, return_exceptions=True)
+    if swap.error or swap.status is None:
+        raise RuntimeError(
+            f"replacing adapter {replacement.name!r} failed: {swap.error}: {swap.response}"
+        )
+    body = swap.response if isinstance(swap.response, dict) else {}
+    return SwapRun(
+        domain=replacement.name,
+        requests=len(records),
+        failures=[r.error for r in records if r.error],
+        versions=_versions(records),
+        in_flight_at_swap=in_flight,
+        swap_status=swap.status,
+        swap_seconds=swap.seconds,
+        replaced_version=body.get("replaced_version"),
+        new_version=body.get("version"),
+        after_swap_versions=_versions([r for r in records if r.started_s >= state["swapped_at"]]),
+    )
 
 
 def build_report(run: LoadRun, params: dict[str, Any]) -> Report:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eval.dataset import EvalItem
 from eval.metrics import (
@@ -23,16 +23,10 @@ from eval.metrics import (
 )
 from eval.report import Report, Table, bar_chart, line_chart
 
+if TYPE_CHECKING:
+    from retrieval.results import Hit
+
 MODES = ("dense", "sparse", "hybrid")
-
-
-class _Hit(Protocol):
-    doc_id: str
-    source: str
-    heading: str
-    chunk_index: int
-    text: str
-    score: float
 
 
 class _Searcher(Protocol):
@@ -50,7 +44,7 @@ class ModeRun:
 
 
 def score_hits(
-    item: EvalItem, hits: Sequence[_Hit], k_values: Sequence[int], rank_k: int
+    item: EvalItem, hits: Sequence[Hit], k_values: Sequence[int], rank_k: int
 ) -> dict[str, Any]:
     """The per-item metrics of one search result list."""
     ranked = dedup_docs(h.doc_id for h in hits)

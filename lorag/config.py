@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from eval.settings import EvalSettings
 from retrieval.settings import RetrievalSettings
 from serving.settings import ServingSettings
-from training.settings import ModelSettings, TrainingSettings
+from training.settings import ModelSettings, RaftSettings, TrainingSettings
 
 DEFAULT_CONFIG_FILE = Path("lorag.yaml")
 
@@ -52,6 +52,19 @@ class LoragConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment overrides it.
         return env_settings, init_settings
+
+    def served_raft(
+        self, domain: str, raft: RaftSettings | None = None
+    ) -> tuple[RaftSettings, int, str | None]:
+        """RAFT settings, k and search mode that lay `domain`'s training samples out as the
+        server will prompt it: its k and mode, and its system prompt unless
+        `training.raft.system_prompt` sets one."""
+        raft = raft or self.training.raft
+        spec = self.serving.domains.get(domain)
+        k = (spec.k if spec is not None and spec.k else None) or self.retrieval.k
+        if raft.system_prompt is None and spec is not None and spec.system_prompt:
+            raft = raft.model_copy(update={"system_prompt": spec.system_prompt})
+        return raft, k, spec.mode if spec is not None else None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -40,3 +40,10 @@ def index_progress(console: Console, label: str = "") -> Iterator[Callable[[str,
             bar.update(tasks[stage], completed=done, total=total)
 
         yield progress
+
+
+def count_progress(console: Console) -> Progress:
+    """A transient bar counting requests (`n/N`, elapsed time): the evals and the demo."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    return Progress(*columns, console=console, transient=True)

@@ -22,6 +22,7 @@ with document ids as the index knows them (paths relative to the indexed root).
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrieval.manifest import DataFile
+from contracts.manifest import DataFile
 from retrieval.prompt import build_messages
 from training.data import DataError, Example, Text, sha256_file, validate_lines
 from training.settings import RaftSettings
@@ -93,6 +94,34 @@ class RaftStats:
     gold_assumed_top_hit: int = 0
     distractor_only: int = 0
     warnings: list[str] = field(default_factory=list)
+
+
+SAMPLES_FILE = "raft-samples.jsonl"
+
+
+def samples_from_qa_file(
+    path: Path,
+    source: PassageSource,
+    domain: str,
+    settings: RaftSettings,
+    k: int,
+    mode: str | None = None,
+    skip_invalid: bool = False,
+) -> tuple[list[Example], DataFile, RaftStats]:
+    """A QA file's samples (see `build_raft_examples`); skipped lines become warnings."""
+    pairs, info, errors = load_qa_file(path, skip_invalid)
+    examples, stats = build_raft_examples(pairs, source, domain, settings, k, mode)
+    stats.warnings = [f"skipped {e}" for e in errors] + stats.warnings
+    return examples, info, stats
+
+
+def write_samples(examples: Sequence[Example], folder: Path) -> Path:
+    """`raft-samples.jsonl` in an adapter's folder: the exact prompts it learned on."""
+    path = Path(folder) / SAMPLES_FILE
+    with path.open("w") as out:
+        for example in examples:
+            out.write(json.dumps({"messages": example.messages, "origin": example.origin}) + "\n")
+    return path
 
 
 def _contains_answer(text: str, answers: Sequence[str]) -> bool:

@@ -97,7 +97,7 @@ def reference_markdown() -> str:
 
 
 @config_app.command("show")
-def show(ctx: typer.Context) -> None:
+def show_command(ctx: typer.Context) -> None:
     """Print the effective configuration (file + environment + defaults) as YAML."""
     config = config_of(ctx)
     data = config.model_dump(mode="json")
@@ -105,7 +105,7 @@ def show(ctx: typer.Context) -> None:
 
 
 @config_app.command("reference")
-def reference(
+def reference_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write to this file instead")
     ] = None,

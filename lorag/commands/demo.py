@@ -1,4 +1,4 @@
-"""`lorag demo`: the quickstart, the whole product offline on a real model (see lorag/demo.py)."""
+"""`lorag demo`: the quickstart, the whole product offline on a real model (see lorag/demo/)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,6 @@ def demo_command(
     The demo reads its own file (the global --config is not used) and prints where its
     reports are. About 10 minutes on 2 CPU cores after `make install`.
     """
-    from lorag.demo import default_demo_file, run_demo
+    from lorag.demo.run import run_demo
 
-    run_demo(demo_file or default_demo_file(), data_dir=data_dir, console=common.console)
+    run_demo(demo_file, data_dir=data_dir, console=common.console)

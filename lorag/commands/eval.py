@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from lorag.commands.common import config_of, console
+from lorag.commands.common import config_of, console, resolve_base
+from lorag.progress import count_progress
 
 eval_app = typer.Typer(
     name="eval",
@@ -23,6 +23,8 @@ ReportDirOption = Annotated[
     Path | None,
     typer.Option("--out", help="Folder for run folders (default: eval.report_dir, reports/)"),
 ]
+ServerOption = Annotated[str | None, typer.Option(help="Server URL (default: eval.server_url)")]
+ApiKeyOption = Annotated[str | None, typer.Option(help="Bearer API key (default: eval.api_key)")]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the summary and file paths as JSON.")
 ]
@@ -31,17 +33,6 @@ JsonOption = Annotated[
 def register(app: typer.Typer) -> None:
     """Add `lorag eval ...` to the root app."""
     app.add_typer(eval_app, name="eval")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def _show(report: Any, written: Any, as_json: bool) -> None:
@@ -74,7 +65,7 @@ def _show(report: Any, written: Any, as_json: bool) -> None:
 
 
 @eval_app.command("retrieval")
-def retrieval_cmd(
+def retrieval_command(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="The indexed domain to search.")],
     evalset: Annotated[Path, typer.Argument(help="JSONL eval set (question, answer, gold_doc).")],
@@ -109,16 +100,12 @@ def retrieval_cmd(
 
 
 @eval_app.command("answers")
-def answers_cmd(
+def answers_command(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="The domain (model name) to ask.")],
     evalset: Annotated[Path, typer.Argument(help="JSONL eval set (question, answer, ...).")],
-    server: Annotated[
-        str | None, typer.Option(help="Server URL (default: eval.server_url)")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(help="Bearer API key (default: eval.api_key)")
-    ] = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     configs: Annotated[
         str,
         typer.Option(
@@ -162,72 +149,54 @@ def answers_cmd(
     """Ask every question under each configuration over HTTP and score the answers."""
     from openai import AsyncOpenAI
 
-    from eval.answers import build_report, evaluate_answers, parse_configurations
-    from eval.client import make_client
+    from eval.answers import AnswersRun, parse_configurations, run_answers
+    from eval.answers_report import build_report
     from eval.dataset import load_eval_set
     from eval.judge import Judge
     from eval.report import write_report
 
     settings = config_of(ctx).eval
-    chosen = parse_configurations(configs)
-    items = load_eval_set(evalset)[:limit]
-    shots_pool = load_eval_set(shots_from) if shots_from is not None else []
-    url = server or settings.server_url
-    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     use_judge = settings.judge.enabled if judge is None else judge
     judge_base = judge_url or settings.judge.base_url
     judge_name = judge_model or settings.judge.model
     if use_judge and not (judge_base and judge_name):
         raise ValueError("--judge needs --judge-url and --judge-model (or eval.judge settings)")
-    tokens = max_tokens or settings.max_tokens
-    inflight = concurrency or settings.concurrency
-    k = k if k is not None else settings.k
-
-    async def run() -> list[dict[str, Any]]:
-        client = make_client(url, key, settings.request_timeout_s)
-        grader = None
-        if use_judge:
-            configured = settings.judge.api_key
-            judge_key = judge_api_key or (configured.get_secret_value() if configured else None)
-            grader = Judge(
-                AsyncOpenAI(base_url=judge_base, api_key=judge_key or "none",
-                            timeout=settings.judge.timeout_s),
-                judge_name,
-                settings.judge.max_tokens,
-            )
-        with _progress() as bar:
-            task = bar.add_task("Asking", total=len(items) * len(chosen))
-            try:
-                return await evaluate_answers(
-                    client, domain, items, chosen, tokens, inflight, k=k, judge=grader,
-                    progress=lambda: bar.advance(task), shots_pool=shots_pool,
-                )
-            finally:
-                await client.close()
-                if grader is not None:
-                    await grader.client.close()
-
-    rows = asyncio.run(run())
-    params = {
-        "domain": domain,
-        "evalset": str(evalset),
-        "server": url,
-        "configs": [c.name for c in chosen],
-        "questions": len(items),
-        "k": k if k is not None else "server default",
-        "max_tokens": tokens,
-        "concurrency": inflight,
-        "temperature": 0.0,
-        "judge": f"{judge_name} at {judge_base}" if use_judge else "off",
-        **({"shots_from": str(shots_from)} if shots_from is not None else {}),
-    }
-    report = build_report(rows, chosen, params)
+    grader = None
+    if use_judge:
+        configured = settings.judge.api_key
+        judge_key = judge_api_key or (configured.get_secret_value() if configured else None)
+        grader = Judge(
+            AsyncOpenAI(base_url=judge_base, api_key=judge_key or "none",
+                        timeout=settings.judge.timeout_s),
+            judge_name,
+            settings.judge.max_tokens,
+        )  # fmt: skip
+    run = AnswersRun(
+        domain=domain,
+        evalset=evalset,
+        url=server or settings.server_url,
+        api_key=api_key or (settings.api_key.get_secret_value() if settings.api_key else None),
+        configs=parse_configurations(configs),
+        items=load_eval_set(evalset)[:limit],
+        max_tokens=max_tokens or settings.max_tokens,
+        concurrency=concurrency or settings.concurrency,
+        timeout_s=settings.request_timeout_s,
+        k=k if k is not None else settings.k,
+        shots_pool=load_eval_set(shots_from) if shots_from is not None else [],
+        shots_from=shots_from,
+        judge=grader,
+        judge_label=f"{judge_name} at {judge_base}" if use_judge else "off",
+    )
+    with count_progress(console) as bar:
+        task = bar.add_task("Asking", total=len(run.items) * len(run.configs))
+        rows = asyncio.run(run_answers(run, progress=lambda: bar.advance(task)))
+    report = build_report(rows, run.configs, run.params())
     written = write_report(report, out or settings.report_dir)
     _show(report, written, as_json)
 
 
 @eval_app.command("perplexity")
-def perplexity_cmd(
+def perplexity_command(
     ctx: typer.Context,
     text_files: Annotated[
         list[Path], typer.Argument(help="Held-out .md/.txt files or folders of them.")
@@ -248,7 +217,6 @@ def perplexity_cmd(
     """Perplexity of held-out text under the base model and each adapter (sliding window)."""
     from eval.perplexity import build_report, collect_text_files, evaluate_perplexity
     from eval.report import write_report
-    from training.base_models import resolve_base_model
 
     config = config_of(ctx)
     settings = config.eval.perplexity
@@ -257,11 +225,8 @@ def perplexity_cmd(
     if step >= window:
         raise ValueError(f"--stride ({step}) must be smaller than --max-length ({window})")
     files = collect_text_files(text_files)
-    # The shared base-model section (`model:`), where the config has one; else its defaults.
-    model = config.model
-    base_name = base or model.base_model
-    with console.status("Resolving the base model") as status:
-        base_dir = resolve_base_model(base_name, model.cache_dir)
+    base_name, base_dir = resolve_base(config.model, base)
+    with console.status("Scoring") as status:
         results = evaluate_perplexity(
             base_dir, adapter or [], files, window, step,
             progress=lambda what: status.update(f"Scoring {what}"),
@@ -280,15 +245,11 @@ def perplexity_cmd(
 
 
 @eval_app.command("load")
-def load_cmd(
+def load_command(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="The domain (model name) to load.")],
-    server: Annotated[
-        str | None, typer.Option(help="Server URL (default: eval.server_url)")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(help="Bearer API key (default: eval.api_key)")
-    ] = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
     concurrency: Annotated[int | None, typer.Option(help="Concurrent clients", min=1)] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds to run", min=0.1)] = None,
     requests: Annotated[int | None, typer.Option(help="Requests to send", min=1)] = None,
@@ -342,7 +303,7 @@ def load_cmd(
     async def run() -> Any:
         client = make_client(url, key, settings.request_timeout_s)
         total = run_requests if run_duration is None else None
-        with _progress() as bar:
+        with count_progress(console) as bar:
             task = bar.add_task(f"Load ({clients} clients)", total=total)
             try:
                 return await run_load(

@@ -14,7 +14,7 @@ from lorag.commands import common
 from lorag.progress import index_progress
 
 
-def _index(
+def index_command(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="Domain name, e.g. product-docs")],
     path: Annotated[Path, typer.Argument(help="Folder of documents (md, txt, html, pdf)")],
@@ -62,7 +62,7 @@ def _index(
         common.console.print(skipped)
 
 
-def _search(
+def search_command(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="Domain to search")],
     query: Annotated[str, typer.Argument(help="What to look for")],
@@ -103,7 +103,7 @@ def _search(
     common.console.print(table)
 
 
-def _domains(
+def domains_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
 ) -> None:
@@ -135,6 +135,6 @@ def _domains(
 
 def register(app: typer.Typer) -> None:
     """Add the retrieval subcommands to the root app."""
-    app.command("index")(_index)
-    app.command("search")(_search)
-    app.command("domains")(_domains)
+    app.command("index")(index_command)
+    app.command("search")(search_command)
+    app.command("domains")(domains_command)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lorag.commands.common import config_of, console
+from lorag.commands.common import config_of, console, resolve_base
 
 
 def register(app: typer.Typer) -> None:
@@ -43,21 +42,6 @@ def log_config(level: str) -> dict[str, Any]:
     return config
 
 
-def _resolve_base(config: Any, override: str | None) -> Path:
-    from training.base_models import GEMMA_270M, resolve_base_model
-
-    model = config.model
-    name = override or model.base_model
-    cached = (Path(model.cache_dir) / GEMMA_270M / "config.json").is_file()
-    note = (
-        " (first use: converting the GGUF, about 3 minutes)"
-        if name == GEMMA_270M and not cached
-        else ""
-    )
-    with console.status(f"Resolving base model {name}{note}"):
-        return resolve_base_model(name, Path(model.cache_dir), model.dtype)
-
-
 def serve_command(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Interface to bind (default: serving.host from the config)")] = None,
@@ -80,7 +64,7 @@ def serve_command(
     config = config_of(ctx)
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = config.serving.model_copy(update=overrides)
-    model_path = _resolve_base(config, base_model)
+    _, model_path = resolve_base(config.model, base_model)
     app = create_app(
         settings, config.retrieval, model_path, prompt_layout=config.model.prompt_layout
     )

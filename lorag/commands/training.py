@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from lorag.commands.common import config_of, console
+from lorag.commands.common import config_of, console, resolve_base
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -18,25 +17,6 @@ def register(app: typer.Typer) -> None:
     """Add `lorag train` and `lorag export` to the root app."""
     app.command("train")(train_command)
     app.command("export")(export_command)
-
-
-def _model_settings(config: Any) -> Any:
-    return config.model
-
-
-def _resolve_base(model_settings: Any, override: str | None) -> tuple[str, Path]:
-    from training.base_models import GEMMA_270M, resolve_base_model
-
-    name = override or model_settings.base_model
-    cached = (Path(model_settings.cache_dir) / GEMMA_270M / "config.json").is_file()
-    note = (
-        " (first use: converting the GGUF, about 3 minutes)"
-        if name == GEMMA_270M and not cached
-        else ""
-    )
-    with console.status(f"Resolving base model {name}{note}"):
-        path = resolve_base_model(name, Path(model_settings.cache_dir), model_settings.dtype)
-    return name, path
 
 
 def train_command(
@@ -82,6 +62,7 @@ def train_command(
     from transformers.utils import logging as hf_logging
 
     from training.data import build_dataset, load_data_file
+    from training.raft import write_samples
     from training.settings import TrainingSettings
     from training.trainer import train
 
@@ -109,7 +90,7 @@ def train_command(
         raise ValueError(f"invalid training options: {err}") from err
     hf_logging.disable_progress_bar()
 
-    base_name, base_dir = _resolve_base(_model_settings(config), base_model)
+    base_name, base_dir = resolve_base(config.model, base_model)
     sources, warnings = [], []
     for path in data or []:
         examples, info, errors = load_data_file(path, settings.skip_invalid)
@@ -135,37 +116,28 @@ def train_command(
     )
     result = train(
         base_dir, dataset, settings, output_dir, name=name, base_model=base_name,
-        domain=domain, dtype=_model_settings(config).dtype, resume=resume,
-        prompt_layout=_model_settings(config).prompt_layout, progress=True,
+        domain=domain, dtype=config.model.dtype, resume=resume,
+        prompt_layout=config.model.prompt_layout, progress=True,
         console=console,
     )  # fmt: skip
     if raft_examples:
-        with (output_dir / "raft-samples.jsonl").open("w") as out:
-            for example in raft_examples:
-                out.write(
-                    json.dumps({"messages": example.messages, "origin": example.origin}) + "\n"
-                )
+        write_samples(raft_examples, output_dir)
     _print_summary(result)
 
 
 def _raft(config: Any, settings: Any, paths: list[Path], domain: str) -> list[tuple]:
     """`(path, examples, data file, stats)` per QA file, retrieved as the server would."""
     from retrieval import Retriever
-    from training.raft import build_raft_examples, load_qa_file
+    from training.raft import samples_from_qa_file
 
-    spec = config.serving.domains.get(domain)
-    k = (spec.k if spec is not None and spec.k else None) or config.retrieval.k
-    mode = spec.mode if spec is not None else None
-    raft = settings.raft
-    if raft.system_prompt is None and spec is not None and spec.system_prompt:
-        raft = raft.model_copy(update={"system_prompt": spec.system_prompt})
+    raft, k, mode = config.served_raft(domain, settings.raft)
     results = []
     with Retriever(config.retrieval) as retriever:
         for path in paths:
-            pairs, info, errors = load_qa_file(path, settings.skip_invalid)
-            with console.status(f"Retrieving contexts for {len(pairs)} questions from {domain!r}"):
-                examples, stats = build_raft_examples(pairs, retriever, domain, raft, k, mode)
-            stats.warnings = [f"skipped {e}" for e in errors] + stats.warnings
+            with console.status(f"Retrieving contexts for {path} from {domain!r}"):
+                examples, info, stats = samples_from_qa_file(
+                    path, retriever, domain, raft, k, mode, settings.skip_invalid
+                )
             results.append((path, examples, info, stats))
     return results
 
@@ -209,7 +181,7 @@ def export_command(
     ] = None,
 ) -> None:
     """Export an adapter: `--merge` writes base + adapter as one standalone model folder."""
-    from retrieval.manifest import AdapterManifest
+    from contracts.manifest import AdapterManifest
     from training.adapters import merge_adapter
 
     if not merge:
@@ -217,8 +189,8 @@ def export_command(
             "only merged export is supported: pass --merge", param_hint="--merge"
         )
     manifest = AdapterManifest.load(adapter_dir)
-    model_settings = _model_settings(config_of(ctx))
-    _, base_dir = _resolve_base(model_settings, base_model or manifest.base_model)
+    model_settings = config_of(ctx).model
+    _, base_dir = resolve_base(model_settings, base_model or manifest.base_model)
     with console.status(f"Merging {manifest.name} into {manifest.base_model}"):
         merge_adapter(adapter_dir, base_dir, out_dir, model_settings.dtype)
     console.print(f"Merged model written to [bold]{out_dir}[/]")

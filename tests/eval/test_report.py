@@ -5,7 +5,8 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 
-from eval.answers import CONFIGURATIONS, build_report, score_answer
+from eval.answers import CONFIGURATIONS, score_answer
+from eval.answers_report import build_report
 from eval.dataset import parse_line
 from eval.load import LoadRun, ReplacementRecord, RequestRecord
 from eval.load import build_report as build_load_report

@@ -13,8 +13,10 @@ import pytest
 import yaml
 from rich.console import Console
 
-from lorag.demo import STAGES, DemoError, engine_cpu_env, prepare, run_demo
-from retrieval.manifest import AdapterManifest, fingerprint_model
+from contracts.manifest import AdapterManifest, fingerprint_model
+from lorag.demo.plan import prepare
+from lorag.demo.run import STAGES, run_demo
+from lorag.demo.settings import DemoError
 from retrieval.prompt import prompt_format
 from tests.support.tiny_models import build_tiny_model
 
@@ -229,12 +231,3 @@ def test_demo_writes_the_server_config(demo_inputs) -> None:
     (root / "adapters").mkdir()
     prepare(_demo_file(tmp, model, domains), data_dir=root)
     assert not (root / "adapters").exists()
-
-
-def test_small_machines_give_the_vllm_worker_every_core() -> None:
-    assert engine_cpu_env({0, 1}) == {
-        "VLLM_CPU_OMP_THREADS_BIND": "0,1",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    }
-    assert engine_cpu_env({3, 2})["VLLM_CPU_OMP_THREADS_BIND"] == "2,3"
-    assert engine_cpu_env(set(range(8))) == {}  # vLLM's own binding on larger machines

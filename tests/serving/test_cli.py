@@ -4,12 +4,7 @@ config, answers the openai client, logs an audit line per request and stops on S
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,21 +12,15 @@ import openai
 import pytest
 import yaml
 
+from lorag.demo.run import serve_command
+from serving.process import ServerProcess, free_port
 from tests.serving.conftest import ADMIN_KEY, CHAT_KEY, admin_headers
 
 pytestmark = pytest.mark.vllm
 
-LORAG = [sys.executable, "-m", "lorag"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_lorag_serve_end_to_end(srv_model: Path, srv_adapters_root: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = {
         "retrieval": {"qdrant": {"path": str(tmp_path / "qdrant")}},
         "serving": {
@@ -49,29 +38,14 @@ def test_lorag_serve_end_to_end(srv_model: Path, srv_adapters_root: Path, tmp_pa
     }
     config_file = tmp_path / "lorag.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with stdout.open("w") as out, stderr.open("w") as err:
-        process = subprocess.Popen(
-            [*LORAG, "--config", str(config_file), "serve", "--base-model", str(srv_model)],
-            stdout=out,
-            stderr=err,
-            env=env,
-            cwd=tmp_path,
-        )
     url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(
+        serve_command(config_file, srv_model), tmp_path / "server.log", url, cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        defaults={"VLLM_CPU_KVCACHE_SPACE": "1"},
+    ).start()
     try:
-        deadline = time.monotonic() + 400
-        while True:
-            assert process.poll() is None, f"lorag serve exited:\n{stderr.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "lorag serve did not become ready in time"
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        server.wait_ready(400)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=CHAT_KEY, max_retries=0)
         reply = client.chat.completions.create(
             model="acme", messages=[{"role": "user", "content": "hello"}], max_tokens=8
@@ -86,17 +60,13 @@ def test_lorag_serve_end_to_end(srv_model: Path, srv_adapters_root: Path, tmp_pa
         )
         assert swapped.status_code == 200 and swapped.json()["version"] == 2
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-            raise
+        code, left = server.stop()
     # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
-    assert code in (0, -signal.SIGTERM), stderr.read_text()[-3000:]
-    assert "Application shutdown complete" in stderr.read_text()
-    audit = [json.loads(line) for line in stdout.read_text().splitlines() if line.startswith("{")]
+    log = server.log_file.read_text()
+    assert code in (0, -signal.SIGTERM) and left == [], server.log_tail()
+    assert "Application shutdown complete" in log
+    # The audit lines (stdout) are JSON objects; uvicorn's own lines (stderr) are not.
+    audit = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     line = next(item for item in audit if item["request_id"] == reply.id)
     assert (line["domain"], line["adapter"], line["adapter_version"]) == ("acme", "acme", 1)
     assert line["api_key"] == "tester"

@@ -18,7 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from lorag.demo import DemoServer, _free_port, _group_members, server_command
+from lorag.demo.run import serve_command
+from serving.process import ServerProcess, free_port, group_members
 from tests.support.adapters import make_random_adapter
 from tests.support.tiny_models import build_tiny_model
 
@@ -47,7 +48,7 @@ def served_model(tmp_path_factory) -> tuple[Path, Path]:
 )
 def test_serve_stops_on_signals(served_model, tmp_path, signum, to_group) -> None:
     model, adapters = served_model
-    port = _free_port()
+    port = free_port()
     config = {
         "serving": {
             "port": port,
@@ -60,11 +61,14 @@ def test_serve_stops_on_signals(served_model, tmp_path, signum, to_group) -> Non
         "retrieval": {"qdrant": {"path": str(tmp_path / "qdrant")}},
     }
     (tmp_path / "lorag.yaml").write_text(yaml.safe_dump(config))
-    server = DemoServer(server_command(tmp_path / "lorag.yaml", model), tmp_path / "server.log")
-    server.start()
+    server = ServerProcess(
+        serve_command(tmp_path / "lorag.yaml", model),
+        tmp_path / "server.log",
+        f"http://127.0.0.1:{port}",
+    ).start()
     pgid = server.process.pid
     try:
-        server.wait_ready(f"http://127.0.0.1:{port}", 600)
+        server.wait_ready(600)
         outcome: dict = {}
 
         def ask() -> None:  # a request in flight when the signal comes
@@ -85,10 +89,10 @@ def test_serve_stops_on_signals(served_model, tmp_path, signum, to_group) -> Non
         sent = time.monotonic()
         (os.killpg if to_group else os.kill)(pgid, signum)
         server.process.wait(timeout=STOP_WITHIN_S + 5)
-        while _group_members(pgid) and time.monotonic() - sent < STOP_WITHIN_S:
+        while group_members(pgid) and time.monotonic() - sent < STOP_WITHIN_S:
             time.sleep(0.1)
         took = time.monotonic() - sent
-        assert _group_members(pgid) == [], server.log_tail()
+        assert group_members(pgid) == [], server.log_tail()
         assert took <= STOP_WITHIN_S, (took, server.log_tail())
         client.join(timeout=30)
         # The request finished or was cut off; it never hung the client.
@@ -97,5 +101,5 @@ def test_serve_stops_on_signals(served_model, tmp_path, signum, to_group) -> Non
         assert set(state["adapters"]) == {"a", "b"}
         assert "Application shutdown complete" in server.log_file.read_text()
     finally:
-        if _group_members(pgid):
+        if group_members(pgid):
             os.killpg(pgid, signal.SIGKILL)

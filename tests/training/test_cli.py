@@ -9,8 +9,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from contracts.manifest import AdapterManifest
 from lorag.commands import training as training_commands
-from retrieval.manifest import AdapterManifest
 from tests.training.conftest import chat_records, write_jsonl
 from tests.training.test_raft import DOCS
 from training.data import DataError

@@ -11,7 +11,7 @@ import pytest
 from retrieval.prompt import build_messages
 from tests.training.conftest import write_jsonl
 from training.data import DataError
-from training.raft import QAPair, build_raft_examples, load_qa_file
+from training.raft import QAPair, RaftStats, build_raft_examples, load_qa_file
 from training.settings import RaftSettings
 
 
@@ -97,12 +97,16 @@ def test_samples_hold_gold_and_distractors_exactly_as_the_server_renders_them():
     assert example.origin == "qa.jsonl:1"
 
 
+def _shuffled(pair: QAPair, distractors: int) -> tuple[list, RaftStats]:
+    """One pair's sample in RAFT's own layout, every sample with its gold passage."""
+    settings = RaftSettings(order="shuffled", distractors=distractors, distractor_only_fraction=0)
+    return build_raft_examples([("f:1", pair)], FakeIndex(), "shop", settings)
+
+
 def test_the_gold_chunk_is_the_one_with_the_answer_and_distractors_come_from_other_docs():
     pair = QAPair(question="What does the warranty exclude?", answer="water damage",
                   gold_docs=["warranty.md"])  # fmt: skip
-    [example], _ = build_raft_examples([("f:1", pair)], FakeIndex(), "shop",
-                                       RaftSettings(order="shuffled", distractors=3,
-                                                    distractor_only_fraction=0))  # fmt: skip
+    [example], _ = _shuffled(pair, distractors=3)
     user = example.messages[-2]["content"]
     assert "The warranty excludes water damage." in user
     assert "The warranty lasts two years." not in user
@@ -112,9 +116,7 @@ def test_the_gold_chunk_is_the_one_with_the_answer_and_distractors_come_from_oth
 def test_without_gold_ids_the_best_hit_containing_the_answer_is_gold():
     pair = QAPair(question="Is shipping free?", answer="above fifty euro",
                   aliases=["free above fifty euro"])  # fmt: skip
-    [example], stats = build_raft_examples([("f:1", pair)], FakeIndex(), "shop",
-                                           RaftSettings(order="shuffled", distractors=2,
-                                                        distractor_only_fraction=0))  # fmt: skip
+    [example], stats = _shuffled(pair, distractors=2)
     user = example.messages[-2]["content"]
     assert stats.gold_by_answer == 1
     assert "Shipping is free above fifty euro." in user
