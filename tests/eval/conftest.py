@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import pytest
-import typer
 
 from tests.support.adapters import make_random_adapter
 from tests.support.tiny_models import build_tiny_model
@@ -30,21 +28,3 @@ def tiny_adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return [make_random_adapter(tiny_model, root / f"shop-v{n}", seed=n) for n in (1, 2)]
 
 
-def cli_app() -> typer.Typer:
-    """The `lorag` app with `eval` registered (the real one once lorag/cli.py registers it)."""
-    from lorag import cli
-    from lorag.commands import eval as eval_commands
-
-    if any(group.name == "eval" for group in cli.app.registered_groups):
-        return cli.app
-    app = typer.Typer(pretty_exceptions_enable=False)
-
-    @app.callback()
-    def _root(
-        ctx: typer.Context,
-        config: Annotated[Path | None, typer.Option("--config", "-c", dir_okay=False)] = None,
-    ) -> None:
-        ctx.obj = {}
-
-    eval_commands.register(app)
-    return app

@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 from typer.testing import CliRunner
 
-from tests.eval.conftest import cli_app
+from lorag.cli import app
 from tests.eval.reportcheck import check_written
 from tests.support.adapters import make_random_adapter
 
@@ -91,7 +91,7 @@ def server(
 
 
 def invoke(args: list[str]) -> dict:
-    result = CliRunner().invoke(cli_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -192,13 +192,13 @@ def test_few_shot_baseline_end_to_end(server: dict, tmp_path: Path) -> None:
     assert "Strongest configuration without an adapter" in report
 
     runner = CliRunner()
-    same = runner.invoke(cli_app(), [
+    same = runner.invoke(app, [
         "eval", "answers", "shop", str(server["evalset"]), "--server", server["url"],
         "--api-key", CHAT_KEY, "--configs", "base+rag+1shot", "--shots-from",
         str(server["evalset"]), "--out", str(tmp_path / "never"),
     ])
     assert isinstance(same.exception, ValueError) and "eval questions themselves" in str(same.exception)
-    missing = runner.invoke(cli_app(), [
+    missing = runner.invoke(app, [
         "eval", "answers", "shop", str(server["evalset"]), "--server", server["url"],
         "--api-key", CHAT_KEY, "--configs", "base+rag+1shot", "--out", str(tmp_path / "never"),
     ])
@@ -245,15 +245,15 @@ def test_load_eval_request_bound_and_switches(server: dict, tmp_path: Path) -> N
 def test_requests_the_server_cannot_serve_fail_early(server: dict) -> None:
     runner = CliRunner()
     base = ["--server", server["url"], "--out", str(server["evalset"].parent / "never")]
-    plain = runner.invoke(cli_app(), ["eval", "answers", "plain", str(server["evalset"]),
+    plain = runner.invoke(app, ["eval", "answers", "plain", str(server["evalset"]),
                                       "--configs", "base,adapter+rag", "--api-key", CHAT_KEY,
                                       *base])
     assert isinstance(plain.exception, ValueError)
     assert "has no adapter" in str(plain.exception) and "has no index" in str(plain.exception)
-    wrong_key = runner.invoke(cli_app(), ["eval", "answers", "shop", str(server["evalset"]),
+    wrong_key = runner.invoke(app, ["eval", "answers", "shop", str(server["evalset"]),
                                           "--api-key", "not-the-key-123", *base])
     assert isinstance(wrong_key.exception, PermissionError)
-    unknown = runner.invoke(cli_app(), ["eval", "load", "--model", "nope", "--requests", "1",
+    unknown = runner.invoke(app, ["eval", "load", "--model", "nope", "--requests", "1",
                                         "--api-key", CHAT_KEY, *base])
     assert isinstance(unknown.exception, ValueError)
     assert "does not serve 'nope'" in str(unknown.exception) and "shop" in str(unknown.exception)
@@ -267,7 +267,7 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     evalset = tmp_path / "set.jsonl"
     evalset.write_text(json.dumps(QUESTIONS[0]) + "\n")
     result = CliRunner().invoke(
-        cli_app(), ["eval", "answers", "shop", str(evalset), "--server", url, "--out",
+        app, ["eval", "answers", "shop", str(evalset), "--server", url, "--out",
                     str(tmp_path / "out")]
     )
     assert isinstance(result.exception, ConnectionError)

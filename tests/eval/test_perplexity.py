@@ -18,7 +18,8 @@ from eval.perplexity import (
     sliding_window_nll,
 )
 from eval.report import write_report
-from tests.eval.conftest import DOMAIN_TEXT, cli_app
+from lorag.cli import app
+from tests.eval.conftest import DOMAIN_TEXT
 from tests.eval.reportcheck import check_written
 
 
@@ -104,7 +105,7 @@ def test_cli_perplexity(
     args = ["eval", "perplexity", "--base", str(tiny_model), "--adapter", str(tiny_adapters[0]),
             "--max-length", "32", "--stride", "16", "--out", str(tmp_path / "reports"), "--json",
             *map(str, held_out)]
-    result = CliRunner().invoke(cli_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     output = json.loads(result.stdout)
     assert set(output["summary"]) == {"base", "shop-v1"}

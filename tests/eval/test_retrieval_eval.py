@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from eval.dataset import load_eval_set
 from eval.report import write_report
 from eval.retrieval_eval import MODES, build_report, evaluate_retrieval
-from tests.eval.conftest import cli_app
+from lorag.cli import app
 from tests.eval.reportcheck import check_written
 
 DOCS = {
@@ -99,7 +99,7 @@ def test_cli_retrieval_json(indexed: dict, tmp_path: Path) -> None:
     args = ["--config", str(indexed["config"]), "eval", "retrieval", "shop",
             str(indexed["evalset"]), "--mode", "dense", "--mode", "sparse",
             "--out", str(tmp_path), "--json"]
-    result = CliRunner().invoke(cli_app(), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     output = json.loads(result.stdout)
     assert set(output["summary"]["modes"]) == {"dense", "sparse"}

@@ -22,10 +22,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import typer
+import yaml
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from lorag.cli import app as lorag
 from lorag.commands import feedback as feedback_commands
 from retrieval.results import Hit
 from serving.app import create_app
@@ -404,30 +405,20 @@ def test_qa_export_loads_as_retrieval_aware_pairs(rated: Rated, tmp_path: Path) 
     assert (pairs[0][1].question, pairs[0][1].answer) == (records[0]["question"], "base says hello")
 
 
-def _cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root(ctx: typer.Context) -> None:
-        ctx.obj = {}
-
-    feedback_commands.register(app)
-    return app
-
-
 def test_cli_export_from_the_data_dir(rated: Rated, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("LORAG_CONFIG", raising=False)
-    monkeypatch.setenv("LORAG_SERVING__DATA_DIR", str(rated.data))
+    config = tmp_path / "lorag.yaml"
+    config.write_text(yaml.safe_dump({"serving": {"data_dir": str(rated.data)}}))
     out = tmp_path / "out" / "acme.jsonl"
-    result = CliRunner().invoke(_cli(), ["feedback", "export", "-o", str(out), "--domain", "acme"])
+    export = ["--config", str(config), "feedback", "export"]
+    result = CliRunner().invoke(lorag, [*export, "-o", str(out), "--domain", "acme"])
     assert result.exit_code == 0, result.output
     assert "acme" in result.stdout and "negative without correction: 1" in result.stdout
     assert f"lorag train --data {out}" in result.stdout
     examples, _, _ = load_data_file(out)
     assert len(examples) == 4
     result = CliRunner().invoke(
-        _cli(),
+        lorag,
         ["feedback", "export", "-o", str(out), "--data-dir", str(rated.data), "--json"]
         + ["--min-rating", "2", "--since", "2d"],
     )
@@ -437,14 +428,12 @@ def test_cli_export_from_the_data_dir(rated: Rated, tmp_path: Path, monkeypatch)
     assert len(load_data_file(out)[0]) == 3
     # Nothing matches: an error, and no file.
     empty = tmp_path / "empty.jsonl"
-    result = CliRunner().invoke(
-        _cli(), ["feedback", "export", "-o", str(empty), "--domain", "nope"]
-    )
+    result = CliRunner().invoke(lorag, [*export, "-o", str(empty), "--domain", "nope"])
     assert result.exit_code == 1 and isinstance(
         result.exception, feedback_commands.NothingToExportError
     )
     assert not empty.exists()
-    result = CliRunner().invoke(_cli(), ["feedback", "export", "-o", str(empty), "--since", "x"])
+    result = CliRunner().invoke(lorag, [*export, "-o", str(empty), "--since", "x"])
     assert result.exit_code == 2 and "--since" in result.output
 
 
@@ -596,12 +585,12 @@ def test_over_http_with_the_openai_client_and_cli(
             assert http.post("/v1/feedback", json=correction).status_code == 201
         out = tmp_path / "train.jsonl"
         result = CliRunner().invoke(
-            _cli(),
+            lorag,
             ["feedback", "export", "--server", server.url, "--api-key", ADMIN_KEY, "-o", str(out)],
         )
         assert result.exit_code == 0, result.output
         denied = CliRunner().invoke(
-            _cli(),
+            lorag,
             ["feedback", "export", "--server", server.url, "--api-key", CHAT_KEY, "-o", str(out)],
         )
         assert denied.exit_code == 1 and "403" in str(denied.exception)

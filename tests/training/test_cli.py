@@ -5,27 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
 from contracts.manifest import AdapterManifest
-from lorag.commands import training as training_commands
+from lorag.cli import app
 from tests.training.conftest import chat_records, write_jsonl
 from tests.training.test_raft import DOCS
 from training.data import DataError
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch):
-    """A root app with the training commands and a config file under `tmp_path`."""
-    app = typer.Typer()
-
-    @app.callback()
-    def _root(ctx: typer.Context) -> None:
-        ctx.obj = {}
-
-    training_commands.register(app)
+def cli(tmp_path):
+    """The `lorag` app with `--config` naming a config file under `tmp_path`."""
     config = {
         "retrieval": {"qdrant": {"path": str(tmp_path / "qdrant")}},
         "training": {
@@ -36,12 +28,12 @@ def cli(tmp_path, monkeypatch):
             "eval_every": 2,
         },
     }
-    (tmp_path / "lorag.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("LORAG_CONFIG", str(tmp_path / "lorag.yaml"))
+    config_file = tmp_path / "lorag.yaml"
+    config_file.write_text(yaml.safe_dump(config))
     runner = CliRunner()
 
     def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args])
+        return runner.invoke(app, ["--config", str(config_file), *map(str, args)])
 
     return invoke
 
