@@ -25,11 +25,10 @@ from pydantic import BaseModel
 from retrieval.errors import DomainNotFoundError, RetrievalError
 from retrieval.prompt import COMPLETION_STOP, build_messages, completion_ids
 from retrieval.results import Hit
-from retrieval.settings import SearchMode
 from serving.context import ServerContext
 from serving.engine.base import EngineError, GenerationChunk, SamplingOptions
 from serving.engine.errors import InvalidRequestError
-from serving.errors import APIError, bad_request, conflict, error_body, not_found
+from serving.errors import APIError, bad_request, conflict, error_body
 from serving.feedback.records import Exchange, FeedbackStoreError
 from serving.feedback.store import FeedbackStore
 from serving.protocol import (
@@ -41,27 +40,15 @@ from serving.protocol import (
     ChunkChoice,
     CompletionRequest,
     Delta,
-    LoragOptions,
     ServedBy,
     Source,
     Usage,
 )
+from serving.routing import Route, resolve_route
 from serving.search import retrieval_api_error
-from serving.state import DomainRecord
 
 log = logging.getLogger("lorag.serving")
 audit_log = logging.getLogger("lorag.audit")
-
-
-@dataclass
-class Route:
-    """What serves a request: a domain's setup with the request's switches applied."""
-
-    domain: DomainRecord | None
-    adapter: str | None
-    retrieval: bool
-    k: int
-    mode: SearchMode
 
 
 @dataclass
@@ -104,69 +91,6 @@ class ChatService:
         self.ctx = ctx
         self.feedback = feedback  # records answered exchanges, when feedback is enabled
 
-    # Routing -----------------------------------------------------------------------------
-
-    def route(self, model: str, options: LoragOptions | None) -> Route:
-        """Resolve `model` (a domain, an adapter or the base model) with the switches."""
-        ctx = self.ctx
-        opts = options or LoragOptions()
-        retrieval_defaults = ctx.retrieval_settings
-        domain = ctx.state.domains.get(model)
-        if domain is not None:
-            if opts.adapter and not domain.adapter:
-                raise bad_request(
-                    f"domain {model!r} has no adapter", param="lorag.adapter", code="no_adapter"
-                )
-            if opts.retrieval and not domain.index:
-                raise bad_request(
-                    f"domain {model!r} has no index", param="lorag.retrieval", code="no_index"
-                )
-            route = Route(
-                domain=domain,
-                adapter=domain.adapter if opts.adapter is not False else None,
-                retrieval=domain.index if opts.retrieval is None else opts.retrieval,
-                k=opts.k or domain.k or retrieval_defaults.k,
-                mode=opts.mode or domain.mode or retrieval_defaults.mode,
-            )
-        elif ctx.registry.current(model) is not None or ctx.is_base(model):
-            if opts.retrieval:
-                raise bad_request(
-                    f"{model!r} is not a domain, so it has no index; name a domain to retrieve",
-                    param="lorag.retrieval",
-                    code="no_index",
-                )
-            is_adapter = not ctx.is_base(model)
-            if opts.adapter and not is_adapter:
-                raise bad_request(
-                    "the base model has no adapter", param="lorag.adapter", code="no_adapter"
-                )
-            route = Route(
-                domain=None,
-                adapter=model if is_adapter and opts.adapter is not False else None,
-                retrieval=False,
-                k=retrieval_defaults.k,
-                mode=retrieval_defaults.mode,
-            )
-        else:
-            raise not_found(
-                f"the model {model!r} does not exist; GET /v1/models lists the domains, "
-                "adapters and base model served here",
-                param="model",
-                code="model_not_found",
-            )
-        if route.k > ctx.settings.limits.max_k:
-            raise bad_request(
-                f"k is {route.k}, over the limit of {ctx.settings.limits.max_k}", param="lorag.k"
-            )
-        if route.adapter is not None and ctx.registry.current(route.adapter) is None:
-            raise conflict(
-                f"adapter {route.adapter!r} of domain {model!r} is not loaded; load it with "
-                "POST /admin/adapters",
-                param="model",
-                code="adapter_not_loaded",
-            )
-        return route
-
     # Preparation -------------------------------------------------------------------------
 
     async def prepare(
@@ -189,7 +113,7 @@ class ChatService:
             )
         stops = stop_strings(request.stop)
         messages = self._messages(request)
-        route = self.route(request.model, request.lorag)
+        route = resolve_route(ctx, request.model, request.lorag)
 
         hits: list[Hit] = []
         if route.retrieval and route.domain is not None:

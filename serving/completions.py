@@ -15,6 +15,7 @@ from serving.protocol import (
     CompletionResponse,
     LoragOptions,
 )
+from serving.routing import resolve_route
 
 
 def _prompt_text(request: CompletionRequest) -> str:
@@ -48,7 +49,7 @@ def prepare_completion(
             param="max_tokens",
         )
     stops = stop_strings(request.stop)
-    route = chat.route(request.model, LoragOptions(retrieval=False))
+    route = resolve_route(ctx, request.model, LoragOptions(retrieval=False))
     try:
         prompt_ids = list(ctx.tokenizer(text)["input_ids"])
     except (TypeError, ValueError) as err:
