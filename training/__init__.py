@@ -10,5 +10,6 @@ Modules (imported one by one: this package file stays light, `lorag.config` impo
 - `training.batches`: assistant-only labels, packing, micro-batches;
 - `training.model`: loading, LoRA, the loss that runs the output layer only where needed;
 - `training.trainer`: `train`, the loop (checkpoints, resume, early stopping, progress);
-- `training.adapters`: the adapter manifest, safe loading, `merge_adapter`.
+- `training.adapters`: what the manifest (`contracts.manifest`) records of a LoRA model,
+  safe loading, `merge_adapter`.
 """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +15,13 @@ from lorag.commands.common import config_of, console, resolve_base
 def register(app: typer.Typer) -> None:
     """Add `lorag serve` to the root app."""
     app.command("serve")(serve_command)
+
+
+def serve_argv(config_file: Path, base_model: Path | str) -> list[str]:
+    """The command line of `lorag --config FILE serve --base-model M` for this interpreter
+    (how the demo, the tests and the benchmarks start a server process)."""
+    args = ["--config", str(config_file), "serve", "--base-model", str(base_model)]
+    return [sys.executable, "-m", "lorag", *args]
 
 
 def log_config(level: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
+from lorag.commands.serving import serve_argv
 from lorag.demo import stages
 from lorag.demo.plan import DemoPlan, default_demo_file, prepare
 from lorag.demo.results import DemoResult, StageTiming
@@ -32,16 +32,10 @@ STAGES = (
 )
 
 
-def serve_command(config_file: Path, model_dir: Path) -> list[str]:
-    """`python -m lorag --config FILE serve --base-model DIR` for this interpreter."""
-    args = ["--config", str(config_file), "serve", "--base-model", str(model_dir)]
-    return [sys.executable, "-m", "lorag", *args]
-
-
 def demo_server(plan: DemoPlan, model_dir: Path) -> ServerProcess:
     """`lorag serve` with the demo's config, offline, the vLLM worker on every core."""
     return ServerProcess(
-        serve_command(plan.config_file, model_dir),
+        serve_argv(plan.config_file, model_dir),
         plan.data_dir / SERVER_LOG,
         plan.url,
         env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},

@@ -54,7 +54,7 @@ def server(
     from serving.app import create_app
     from serving.engine.settings import EngineSettings
     from serving.settings import ApiKey, DomainSpec, ServingSettings
-    from tests.eval.server import BackgroundServer
+    from tests.support.live_server import RunningServer
 
     root = tmp_path_factory.mktemp(f"eval-e2e-{request.param}")
     adapters = root / "adapters"
@@ -79,7 +79,8 @@ def server(
         domains={"shop": DomainSpec(adapter="shop", index=True), "plain": DomainSpec()},
         adapters={"shop": "shop/v1"},
     )
-    running = BackgroundServer(create_app(settings, retrieval, tiny_model))
+    served = create_app(settings, retrieval, tiny_model)
+    running = RunningServer(None, served, ready_path="/ready", start_timeout_s=600)
     evalset = root / "set.jsonl"
     evalset.write_text("\n".join(json.dumps(q) for q in QUESTIONS) + "\n")
     shots = root / "train.jsonl"

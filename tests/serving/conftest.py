@@ -5,10 +5,8 @@ event loop. Names carry a `srv_` prefix so they never shadow the engine tests' f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import uvicorn
 
 from contracts.manifest import MANIFEST_FILE
 from retrieval.settings import QdrantSettings, RetrievalSettings
@@ -40,36 +37,6 @@ DOCUMENTS = {
     "warranty/policy.md": "# Warranty\n\nEvery blue product carries a two year warranty "
     "covering manufacturing defects.\n",
 }
-
-
-class RunningServer:
-    """A uvicorn server for one app, on a free port of 127.0.0.1, in a LoopThread."""
-
-    def __init__(self, loop: LoopThread, app: Any) -> None:
-        self._loop = loop
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = app
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=20)
-        self.server = uvicorn.Server(config)
-        self._done = asyncio.run_coroutine_threadsafe(self.server.serve(sockets=[sock]), loop.loop)
-        self._sock = sock
-        deadline = time.monotonic() + 240
-        while not self.server.started:
-            if self._done.done():
-                self._done.result()  # raises the start-up error
-                raise RuntimeError("the server stopped during start-up")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the server did not start within 240 s")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._done.result(timeout=60)
-        self._sock.close()
 
 
 @pytest.fixture(scope="session")

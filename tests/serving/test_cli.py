@@ -12,7 +12,7 @@ import openai
 import pytest
 import yaml
 
-from lorag.demo.run import serve_command
+from lorag.commands.serving import serve_argv
 from serving.process import ServerProcess, free_port
 from tests.serving.conftest import ADMIN_KEY, CHAT_KEY, admin_headers
 
@@ -40,7 +40,7 @@ def test_lorag_serve_end_to_end(srv_model: Path, srv_adapters_root: Path, tmp_pa
     config_file.write_text(yaml.safe_dump(config))
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess(
-        serve_command(config_file, srv_model), tmp_path / "server.log", url, cwd=tmp_path,
+        serve_argv(config_file, srv_model), tmp_path / "server.log", url, cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
         defaults={"VLLM_CPU_KVCACHE_SPACE": "1"},
     ).start()

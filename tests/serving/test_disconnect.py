@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from serving.app import create_app
-from tests.serving.conftest import RunningServer, chat_headers, retrieval_settings, serving_settings
+from tests.serving.conftest import chat_headers, retrieval_settings, serving_settings
 from tests.serving.fakes import FakeEngine
+from tests.support.live_server import RunningServer
 
 
 def _send_and_leave(port: int, path: str, body: dict) -> None:

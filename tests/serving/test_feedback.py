@@ -48,11 +48,11 @@ from tests.serving.conftest import (
     CHAT,
     CHAT_KEY,
     LoopThread,
-    RunningServer,
     retrieval_settings,
     serving_settings,
 )
 from tests.serving.fakes import FakeEngine
+from tests.support.live_server import RunningServer
 from training.data import load_data_file
 from training.raft import load_qa_file
 

@@ -20,12 +20,12 @@ from tests.serving.conftest import (
     ADMIN,
     CHAT,
     LoopThread,
-    RunningServer,
     retrieval_settings,
     serving_settings,
 )
 from tests.serving.fakes import FakeEngine
 from tests.serving.test_api import app_with, assert_error, chat_body
+from tests.support.live_server import RunningServer
 
 S = "\ud800"  # a lone UTF-16 surrogate: valid in JSON's escapes, not encodable as UTF-8
 DEEP = 5000  # nesting deeper than Python's JSON parser's recursion limit

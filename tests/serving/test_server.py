@@ -29,11 +29,11 @@ from tests.serving.conftest import (
     CHAT,
     CHAT_KEY,
     LoopThread,
-    RunningServer,
     retrieval_settings,
     serving_settings,
     wait_for_job,
 )
+from tests.support.live_server import RunningServer
 
 pytestmark = pytest.mark.vllm
 

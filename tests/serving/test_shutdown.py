@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from lorag.demo.run import serve_command
+from lorag.commands.serving import serve_argv
 from serving.process import ServerProcess, free_port, group_members
 from tests.support.adapters import make_random_adapter
 from tests.support.tiny_models import build_tiny_model
@@ -62,7 +62,7 @@ def test_serve_stops_on_signals(served_model, tmp_path, signum, to_group) -> Non
     }
     (tmp_path / "lorag.yaml").write_text(yaml.safe_dump(config))
     server = ServerProcess(
-        serve_command(tmp_path / "lorag.yaml", model),
+        serve_argv(tmp_path / "lorag.yaml", model),
         tmp_path / "server.log",
         f"http://127.0.0.1:{port}",
     ).start()
