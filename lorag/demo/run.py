@@ -115,10 +115,11 @@ def run_demo(
     with _stage(result, 2, console):
         samples = _index_and_sample(plan, result, console)
     with _stage(result, 3, console):
-        for name, run in stages.train_adapters(result.model_dir, samples, plan, console).items():
+        trained = stages.train_adapters(result.model_dir, samples, plan, console)
+        for name, run in trained.items():
             result.adapters[name] = run.adapter_dir
             result.training[name] = run.manifest.metrics
-        del samples, run
+        del trained, samples
         gc.collect()
 
     server = demo_server(plan, result.model_dir)

@@ -4,6 +4,7 @@ model with random adapters, real Qdrant local mode, and each real engine: vLLM o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Iterator
@@ -273,3 +274,30 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert isinstance(result.exception, ConnectionError)
     assert url in str(result.exception) and "lorag serve" in str(result.exception)
+
+
+def test_one_swap_under_load(server: dict) -> None:
+    """The demo's stage 6: requests keep running across one replacement; those that start
+    after it are served by the new version. A replacement the server refuses raises."""
+    from eval.client import make_client
+    from eval.load import Replacement, swap_under_load
+
+    async def swap(path: str) -> object:
+        client = make_client(server["url"], CHAT_KEY, 120)
+        try:
+            return await swap_under_load(
+                client, server["url"], Replacement("shop", path), ["What about refunds?"],
+                concurrency=2, requests_after_swap=2, max_requests=12, max_tokens=4,
+                admin_key=ADMIN_KEY, timeout_s=120,
+            )  # fmt: skip
+        finally:
+            await client.close()
+
+    done = asyncio.run(swap("shop/v2"))
+    assert done.failures == [] and done.swap_status == 200
+    assert done.new_version == done.replaced_version + 1
+    assert done.in_flight_at_swap >= 1 and sum(done.versions.values()) == done.requests
+    after = done.after_swap_versions
+    assert list(after) == [done.new_version] and after[done.new_version] >= 2
+    with pytest.raises(RuntimeError, match="replacing adapter 'shop' failed"):
+        asyncio.run(swap("no/such/adapter"))
