@@ -36,10 +36,8 @@ READERS = {
 }
 # ... and for the demo file, whose evals and requests the demo runs itself.
 DEMO_READERS = {**READERS, "demo": ("lorag/demo",), "eval": ("lorag/demo",)}
-# Read as a whole model (`model_dump()`, `**settings`), not one attribute at a time.
-WHOLE = {
-    "serving.engine": "serving/engine/vllm_engine.py builds vLLM's engine arguments",
-}
+# Read through a property of its settings class: the property's reads count.
+VIA = {"serving.engine.kv_cache_gib": "serving.engine.kv_cache_bytes"}
 
 
 def _chain(node: ast.AST, aliases: dict[str, str]) -> str:
@@ -111,11 +109,10 @@ def _declaring_module(key: str) -> str:
 def _unread(keys: list[str], readers: dict[str, tuple[str, ...]]) -> list[str]:
     missing = []
     for key in keys:
-        if any(key == whole or key.startswith(whole + ".") for whole in WHOLE):
-            continue
         declared = _declaring_module(key)
+        read_as = VIA.get(key, key)
         if not any(
-            _reaches(key, chains, shell=folder.startswith("lorag"))
+            _reaches(read_as, chains, shell=folder.startswith("lorag"))
             for folder in readers[key.split(".", 1)[0]]
             for module, chains in _reads(folder).items()
             if module != declared
