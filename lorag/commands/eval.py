@@ -107,12 +107,12 @@ def answers_command(
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
     configs: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Comma-separated: base, base+rag, adapter, adapter+rag, base+rag+Nshot "
-            "(the base model asked few-shot; needs --shots-from)"
+            "(the base model asked few-shot; needs --shots-from) [default: the first four]"
         ),
-    ] = "base,base+rag,adapter,adapter+rag",
+    ] = None,
     shots_from: Annotated[
         Path | None,
         typer.Option(
@@ -149,7 +149,7 @@ def answers_command(
     """Ask every question under each configuration over HTTP and score the answers."""
     from openai import AsyncOpenAI
 
-    from eval.answers import AnswersRun, parse_configurations, run_answers
+    from eval.answers import CONFIGURATIONS, AnswersRun, parse_configurations, run_answers
     from eval.answers_report import build_report
     from eval.dataset import load_eval_set
     from eval.judge import Judge
@@ -176,7 +176,7 @@ def answers_command(
         evalset=evalset,
         url=server or settings.server_url,
         api_key=api_key or (settings.api_key.get_secret_value() if settings.api_key else None),
-        configs=parse_configurations(configs),
+        configs=parse_configurations(configs or ",".join(CONFIGURATIONS)),
         items=load_eval_set(evalset)[:limit],
         max_tokens=max_tokens or settings.max_tokens,
         concurrency=concurrency or settings.concurrency,
