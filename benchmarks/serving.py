@@ -11,6 +11,11 @@ base model, and adapter replacement under load; one tiny model, one load, one ru
 (c) adapter load time, and failures across 20 replacements of one adapter while 8 clients
     chat with it; goal 0 failures (a response whose text is not the greedy output of the
     version it names counts as a failure too).
+(d) lorag chat with retrieval on (a domain indexing examples/acme-router/docs, k=3) against
+    vLLM's own server fed, through `/v1/completions`, the very token ids lorag renders for
+    each question (context included): lorag's whole overhead (query embedding, search,
+    prompt rendering, HTTP); goal >= 0.95x. The benchmark checks that both servers saw
+    prompts of the same length.
 
 Both servers run as subprocesses at the same time and the scenarios alternate between them
 over `--rounds` rounds, so machine noise hits both alike. Every request is greedy with the
@@ -27,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +48,9 @@ import httpx
 from serving.process import ServerProcess, free_port
 
 MAX_ADAPTERS = 6  # 4 mixed + 1 swapped + its transient second version
+RAG_DOMAIN = "docs"
+RAG_DOCS = ROOT / "examples" / "acme-router" / "docs"
+RAG_K = 3
 LORA_RANK = 8
 MAX_MODEL_LEN = 1024
 MAX_NUM_SEQS = 32
@@ -60,18 +69,28 @@ QUESTIONS = [
 # Servers -------------------------------------------------------------------------------------
 
 
+def rag_settings(data_dir: Path):
+    from retrieval.settings import ChunkingSettings, QdrantSettings, RetrievalSettings
+
+    # The demo's chunk size: three passages and a question fit the tiny model's context.
+    return RetrievalSettings(
+        qdrant=QdrantSettings(path=data_dir / "qdrant"),
+        chunking=ChunkingSettings(max_tokens=64, overlap_tokens=10),
+    )
+
+
 def serve_lorag(model: Path, adapters_root: Path, data_dir: Path, port: int) -> None:
     """Run lorag's server (the benchmark starts this mode as a subprocess)."""
     import uvicorn
 
-    from retrieval.settings import QdrantSettings, RetrievalSettings
     from serving.app import create_app
     from serving.engine.settings import EngineSettings
-    from serving.settings import ServingSettings
+    from serving.settings import DomainSpec, ServingSettings
 
     settings = ServingSettings(
         port=port,
         served_model_name="base",
+        domains={RAG_DOMAIN: DomainSpec(index=True, k=RAG_K)},
         adapters_root=adapters_root,
         data_dir=data_dir,
         engine=EngineSettings(
@@ -81,7 +100,7 @@ def serve_lorag(model: Path, adapters_root: Path, data_dir: Path, port: int) -> 
             max_num_seqs=MAX_NUM_SEQS,
         ),
     )
-    retrieval = RetrievalSettings(qdrant=QdrantSettings(path=data_dir / "qdrant"))
+    retrieval = rag_settings(data_dir)
     app = create_app(settings, retrieval, model)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -120,10 +139,40 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+Body = tuple[str, dict]  # (path, JSON body) of one request
+
+
+def chat_body(model: str, question: str, max_tokens: int) -> Body:
+    return "/v1/chat/completions", {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+
+
+def chat_bodies(models: list[str], max_tokens: int) -> Callable[[int], Body]:
+    """Greedy chat requests, models and questions cycled."""
+    return lambda n: chat_body(models[n % len(models)], QUESTIONS[n % len(QUESTIONS)], max_tokens)
+
+
+def completion_bodies(prompts: list[list[int]], max_tokens: int) -> Callable[[int], Body]:
+    """Greedy text completions of pre-rendered prompts (token ids), cycled."""
+    return lambda n: (
+        "/v1/completions",
+        {
+            "model": "base",
+            "prompt": prompts[n % len(prompts)],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        },
+    )
+
+
 async def run_load(
-    url: str, models: list[str], requests: int, concurrency: int, max_tokens: int
+    url: str, bodies: Callable[[int], Body], requests: int, concurrency: int
 ) -> LoadResult:
-    """`requests` greedy chat requests, `concurrency` at a time, models and prompts cycled."""
+    """`requests` requests built by `bodies`, `concurrency` at a time."""
     result = LoadResult()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for number in range(requests):
@@ -135,15 +184,10 @@ async def run_load(
                 number = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            body = {
-                "model": models[number % len(models)],
-                "messages": [{"role": "user", "content": QUESTIONS[number % len(QUESTIONS)]}],
-                "max_tokens": max_tokens,
-                "temperature": 0,
-            }
+            path, body = bodies(number)
             started = time.perf_counter()
             try:
-                response = await http.post("/v1/chat/completions", json=body)
+                response = await http.post(path, json=body)
                 response.raise_for_status()
                 result.tokens += response.json()["usage"]["completion_tokens"]
                 result.latencies.append(time.perf_counter() - started)
@@ -159,13 +203,8 @@ async def run_load(
 
 
 async def greedy_text(http: httpx.AsyncClient, model: str, max_tokens: int) -> tuple[str, int]:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": QUESTIONS[0]}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-    }
-    response = await http.post("/v1/chat/completions", json=body)
+    path, body = chat_body(model, QUESTIONS[0], max_tokens)
+    response = await http.post(path, json=body)
     response.raise_for_status()
     reply = response.json()
     return reply["choices"][0]["message"]["content"], reply["lorag"]["adapter_version"]
@@ -230,7 +269,13 @@ async def replacements_under_load(
 # The run -------------------------------------------------------------------------------------
 
 
-def prepare(workdir: Path) -> tuple[Path, Path]:
+def prepare(workdir: Path) -> tuple[Path, Path, list[list[int]]]:
+    """The tiny model, 6 random adapters, and the index of the retrieval scenario with the
+    prompt ids lorag renders for each question (retrieved context included)."""
+    from transformers import AutoTokenizer
+
+    from retrieval import Retriever
+    from retrieval.prompt import build_messages
     from tests.support.adapters import make_random_adapter
     from tests.support.tiny_models import build_tiny_model
 
@@ -238,7 +283,41 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
     adapters = workdir / "adapters"
     for seed in range(1, 7):
         make_random_adapter(model, adapters / f"a{seed}", seed=seed, r=LORA_RANK)
-    return model, adapters
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    prompts = []
+    with Retriever(rag_settings(workdir / "data")) as retriever:
+        retriever.index(RAG_DOMAIN, RAG_DOCS)
+        for question in QUESTIONS:
+            hits = retriever.search(RAG_DOMAIN, question, k=RAG_K)
+            messages = build_messages([{"role": "user", "content": question}], hits)
+            prompts.append(
+                list(
+                    tokenizer.apply_chat_template(
+                        messages, add_generation_prompt=True, tokenize=True, return_dict=False
+                    )
+                )
+            )
+    return model, adapters, prompts
+
+
+async def same_prompts(lorag_url: str, vllm_url: str, prompts: list[list[int]]) -> None:
+    """Refuse to compare unless each question's prompt has the same length on both servers."""
+    async with httpx.AsyncClient(timeout=300) as http:
+        for number, prompt in enumerate(prompts):
+            path, body = chat_body(RAG_DOMAIN, QUESTIONS[number], 1)
+            response = await http.post(lorag_url + path, json=body)
+            if response.status_code != 200:
+                raise RuntimeError(f"lorag answered {response.status_code}: {response.text}")
+            ours = response.json()["usage"]
+            path, body = completion_bodies(prompts, 1)(number)
+            theirs = (
+                (await http.post(vllm_url + path, json=body)).raise_for_status().json()["usage"]
+            )
+            if not ours["prompt_tokens"] == theirs["prompt_tokens"] == len(prompt):
+                raise RuntimeError(
+                    f"question {number}: lorag rendered {ours['prompt_tokens']} "
+                    f"prompt tokens, vLLM got {theirs['prompt_tokens']}"
+                )
 
 
 def main() -> None:
@@ -256,8 +335,8 @@ def main() -> None:
     console = Console(width=110)
     with tempfile.TemporaryDirectory(prefix="lorag-bench-") as temp:
         workdir = Path(temp)
-        with console.status("Building the tiny model and 6 random adapters"):
-            model, adapters = prepare(workdir)
+        with console.status("Building the tiny model, 6 random adapters and an index"):
+            model, adapters, rag_prompts = prepare(workdir)
         lorag_port, vllm_port = free_port(), free_port()
         me = [sys.executable, str(Path(__file__).resolve())]
         lorag = start(
@@ -325,26 +404,26 @@ def main() -> None:
                     )
                     response.raise_for_status()
                     load_seconds.append(time.perf_counter() - started)
+            asyncio.run(same_prompts(lorag.url, vllm.url, rag_prompts))
             mixed = [f"a{n}" for n in range(1, 5)]
-            load = {
-                "requests": args.requests,
-                "concurrency": args.concurrency,
-                "max_tokens": args.max_tokens,
-            }
-            warm = {"requests": args.concurrency, "concurrency": args.concurrency, "max_tokens": 8}
+            tokens = args.max_tokens
             scenarios = (
-                ("vllm", vllm.url, ["base"]),
-                ("lorag", lorag.url, ["base"]),
-                ("vllm-mixed", vllm.url, mixed),
-                ("mixed", lorag.url, mixed),
+                ("vllm", vllm.url, chat_bodies(["base"], tokens)),
+                ("lorag", lorag.url, chat_bodies(["base"], tokens)),
+                ("vllm-mixed", vllm.url, chat_bodies(mixed, tokens)),
+                ("mixed", lorag.url, chat_bodies(mixed, tokens)),
+                ("vllm-rag", vllm.url, completion_bodies(rag_prompts, tokens)),
+                ("lorag-rag", lorag.url, chat_bodies([RAG_DOMAIN], tokens)),
             )
-            for _, url, models in scenarios:
-                asyncio.run(run_load(url, models, **warm))
+            for _, url, bodies in scenarios:  # warm-up
+                asyncio.run(run_load(url, bodies, args.concurrency, args.concurrency))
             totals = {name: LoadResult() for name, _, _ in scenarios}
             for round_number in range(1, args.rounds + 1):
-                for name, url, models in scenarios:
+                for name, url, bodies in scenarios:
                     with console.status(f"Round {round_number}/{args.rounds}: {name}"):
-                        totals[name].merge(asyncio.run(run_load(url, models, **load)))
+                        totals[name].merge(
+                            asyncio.run(run_load(url, bodies, args.requests, args.concurrency))
+                        )
             vllm.stop(60, signal.SIGINT)  # the replacement test runs on lorag alone
             with console.status(
                 f"{args.replacements} replacements under {args.concurrency} clients"
@@ -375,6 +454,8 @@ def main() -> None:
     table.add_row("(b) vLLM OpenAI server, 4 adapters mixed", *row(totals["vllm-mixed"]))
     table.add_row("(b) lorag chat, 4 adapters mixed", *row(totals["mixed"]))
     table.add_row("(c) lorag chat during replacements", *row(swap_load))
+    table.add_row("(d) vLLM OpenAI server, lorag's rendered prompts", *row(totals["vllm-rag"]))
+    table.add_row("(d) lorag chat, retrieval on (k=3)", *row(totals["lorag-rag"]))
     console.print(table)
 
     lorag_r, vllm_r, mixed_r = totals["lorag"], totals["vllm"], totals["mixed"]
@@ -393,6 +474,10 @@ def main() -> None:
     goal("(b) throughput 4 adapters / base", mixed_ratio, ">= 0.80", mixed_ratio >= 0.8)
     engine_ratio = totals["vllm-mixed"].tokens_per_s / vllm_r.tokens_per_s
     goal("(b) same, on vLLM's own server (reference)", engine_ratio, "-", True)
+    rag = totals["lorag-rag"].tokens_per_s / totals["vllm-rag"].tokens_per_s
+    goal("(d) throughput lorag retrieval on / vLLM same prompts", rag, ">= 0.95", rag >= 0.95)
+    rag_p50 = totals["lorag-rag"].percentile(50) / totals["vllm-rag"].percentile(50)
+    goal("(d) p50 latency lorag / vLLM", rag_p50, "-", True)
     goal("(c) adapter load, new name (mean s)", statistics.mean(load_seconds), "-", True, "{:.3f}")
     goal("(c) replacement (median s)", statistics.median(swap_seconds), "-", True, "{:.3f}")
     goal("(c) replacement (max s)", max(swap_seconds), "-", True, "{:.3f}")

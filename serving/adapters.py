@@ -133,7 +133,9 @@ class AdapterRegistry:
     async def put(self, name: str, version: int, path: Path) -> LoadedAdapter | None:
         """Serve `path` as `version` of `name`; returns the version it replaced, if any."""
         async with self._loading:  # one load at a time, so slots are counted right
+            waiting = time.perf_counter()
             await self._wait_for_slot()
+            self._metrics.adapter_slot_wait_seconds.observe(time.perf_counter() - waiting)
             adapter = LoadedAdapter(
                 name=name, version=version, path=Path(path), engine_id=self._take_id()
             )

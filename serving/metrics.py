@@ -72,6 +72,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.adapter_slot_wait_seconds = Histogram(
+            "lorag_adapter_slot_wait_seconds",
+            "Time a load waited for a replaced version to drain and free an engine slot "
+            "(above zero: raise serving.engine.max_adapters)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.adapter_swaps = Counter(
             "lorag_adapter_swaps",
             "Adapter replacements (a new version took over a name)",

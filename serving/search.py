@@ -2,6 +2,11 @@
 
 The Retriever's calls block (embedding, Qdrant), so they run in worker threads; one
 Retriever serves the whole process (Qdrant's local mode allows one client per folder).
+
+Concurrent searches share work: searches of one domain with the same `k` and mode that
+arrive while such a search runs wait for it to end and then go together, as one
+`search_many` call (one batched query embedding, one batch of Qdrant queries). A search
+that finds none running starts at once, so a lone request waits for nothing.
 """
 
 from __future__ import annotations
@@ -34,10 +39,16 @@ def retrieval_api_error(err: Exception, param: str = "domain") -> APIError:
     raise err
 
 
+_BatchKey = tuple[str, int, SearchMode]
+
+
 class SearchService:
     def __init__(self, retriever: Any, metrics: Metrics) -> None:
         self.retriever = retriever
         self._metrics = metrics
+        self._waiting: dict[_BatchKey, list[tuple[str, asyncio.Future[list[Hit]]]]] = {}
+        self._running: set[_BatchKey] = set()
+        self._tasks: set[asyncio.Task] = set()  # held: the loop keeps only weak references
 
     async def search(
         self, domain: str, query: str, k: int, mode: SearchMode, *, label: str
@@ -48,10 +59,39 @@ class SearchService:
         taken from the request unchecked.
         """
         started = time.perf_counter()
+        key = (domain, k, mode)
+        answer: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append((query, answer))
+        if key not in self._running:
+            self._running.add(key)
+            task = asyncio.get_running_loop().create_task(self._run_batches(key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
-            return await asyncio.to_thread(self.retriever.search, domain, query, k=k, mode=mode)
+            return await answer
         finally:
             self._metrics.retrieval_seconds.labels(label).observe(time.perf_counter() - started)
+
+    async def _run_batches(self, key: _BatchKey) -> None:
+        """Run the searches waiting under `key`, one batch at a time, until none wait."""
+        domain, k, mode = key
+        try:
+            while batch := self._waiting.pop(key, []):
+                queries = [query for query, _ in batch]
+                try:
+                    results = await asyncio.to_thread(
+                        self.retriever.search_many, domain, queries, k=k, mode=mode
+                    )
+                except Exception as err:  # noqa: BLE001 - passed on to every search of the batch
+                    for _, answer in batch:
+                        if not answer.done():  # done: its request was cancelled meanwhile
+                            answer.set_exception(err)
+                    continue
+                for (_, answer), hits in zip(batch, results, strict=True):
+                    if not answer.done():
+                        answer.set_result(hits)
+        finally:
+            self._running.discard(key)
 
     async def has_index(self, domain: str) -> bool:
         return await asyncio.to_thread(self.retriever.has_domain, domain)

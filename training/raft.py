@@ -12,7 +12,9 @@ the very call the server makes, so the adapter learns on the prompt it will be s
   neighbours of the gold chunk included; `shuffled` is RAFT's recipe: the gold chunk and the
   best-ranked hits of other documents (hard negatives) in a seeded random order;
 - a configurable fraction of samples holds no passage with the answer, so the model also
-  learns to answer when retrieval misses; `samples_per_pair` draws each pair several times;
+  learns to answer when retrieval misses; `samples_per_pair` draws each pair several times
+  (in `retrieved` order the first draw is the served prompt, the others show the same
+  passages in a random order, so the adapter learns to find the answer by content);
 - the assistant turn is the answer, followed by the gold passage's number (`[2]`) when
   `cite` is set, as the shared instruction asks the model to cite.
 
@@ -192,6 +194,8 @@ def build_raft_examples(
                 with_gold = rng.random() >= settings.distractor_only_fraction or not pool
                 if settings.order == "retrieved":
                     passages = _served_passages(served, gold, pool, pair, with_gold, k, rng)
+                    if variant:  # extra draws: the same passages in another order, so that
+                        rng.shuffle(passages)  # the adapter reads content, not positions
                 else:
                     passages = _shuffled_passages(gold, pool, with_gold, distractors, rng)
                 stats.distractor_only += not with_gold
@@ -277,7 +281,8 @@ def _example(
         gold_keys = {_key(g) for g in gold}
         numbers = [n for n, p in enumerate(passages, start=1) if _key(p) in gold_keys]
         if numbers:
-            answer += " [" + ", ".join(str(n) for n in numbers) + "]"
+            citation = "[" + ", ".join(str(n) for n in numbers) + "]"
+            answer = f"{citation} {answer}" if settings.cite_first else f"{answer} {citation}"
     messages = build_messages(
         [{"role": "user", "content": pair.question}], passages, settings.system_prompt
     )

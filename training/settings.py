@@ -73,6 +73,9 @@ class RaftSettings(BaseModel):
         1, ge=1, le=20, description="samples built per pair, each with its own random draws"
     )
     cite: bool = Field(True, description="end answers with the gold passage's number, like [2]")
+    cite_first: bool = Field(
+        False, description="with cite: put the number before the answer ([2] 14 days), not after"
+    )
     system_prompt: str | None = None
     seed: int = 0
 

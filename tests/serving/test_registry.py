@@ -80,7 +80,8 @@ def test_unload_lets_running_requests_finish(tmp_path: Path) -> None:
 def test_load_waits_for_a_draining_version_when_full(tmp_path: Path) -> None:
     async def scenario() -> None:
         engine = FakeEngine(max_adapters=2)
-        registry = AdapterRegistry(engine, Metrics(), capacity_wait_s=5)
+        metrics = Metrics()
+        registry = AdapterRegistry(engine, metrics, capacity_wait_s=5)
         await registry.put("acme", 1, _adapter_dir(tmp_path, "v1"))
         engine.hold = asyncio.Event()
         running = asyncio.create_task(_generate(engine, registry, "acme"))
@@ -96,6 +97,11 @@ def test_load_waits_for_a_draining_version_when_full(tmp_path: Path) -> None:
         assert registry.current("acme").version == 3
         await asyncio.sleep(0.01)
         assert [a.key for a in engine.adapters()] == ["acme@v3"]
+        # The wait is on /metrics: three loads, only the third waited (for at least 50 ms).
+        sample = metrics.registry.get_sample_value
+        assert sample("lorag_adapter_slot_wait_seconds_count") == 3
+        assert sample("lorag_adapter_slot_wait_seconds_bucket", {"le": "0.01"}) == 2
+        assert sample("lorag_adapter_slot_wait_seconds_sum") >= 0.05
 
     asyncio.run(scenario())
 

@@ -23,6 +23,7 @@ def make_random_adapter(
     r: int = 8,
     name: str | None = None,
     scale: float = 1.0,
+    prompt_format: str = PROMPT_FORMAT,
 ) -> Path:
     """Write a PEFT LoRA adapter for `base_dir` with random non-zero weights to `out_dir`.
 
@@ -57,7 +58,7 @@ def make_random_adapter(
         name=adapter_name,
         base_model=str(base_dir),
         base_fingerprint=fingerprint_model(base_dir),
-        prompt_format=PROMPT_FORMAT,
+        prompt_format=prompt_format,
         lora={"r": r, "lora_alpha": r, "target_modules": "all-linear", "seed": seed},
         lorag_version="test",
     ).save(out_dir)

@@ -258,3 +258,25 @@ def test_raft_on_the_real_retriever(tmp_path):
         [{"role": "user", "content": "How long is the warranty?"}], passages
     )
     assert all(Path(p.source).suffix == ".md" for p in passages)
+
+
+def test_extra_draws_reorder_the_served_passages_and_cite_where_the_answer_went():
+    pairs = [(f"f:{i}", QAPair(question=f"question {i}: how long do refunds take?",
+                               answer="fourteen days", gold_doc="refunds.md"))
+             for i in range(20)]  # fmt: skip
+    index = FakeIndex()
+    settings = RaftSettings(samples_per_pair=2, distractor_only_fraction=0.0)
+    examples, _ = build_raft_examples(pairs, index, "shop", settings, k=3)
+    reordered = 0
+    for served, extra in zip(examples[::2], examples[1::2]):
+        first = _chunks_in(served.messages[-2]["content"], index.chunks)
+        second = _chunks_in(extra.messages[-2]["content"], index.chunks)
+        assert sorted(map(id, first)) == sorted(map(id, second))  # the same passages
+        reordered += first != second
+        at = next(n for n, c in enumerate(second, start=1) if "fourteen days" in c.text)
+        assert extra.messages[-1]["content"] == f"fourteen days [{at}]"
+    assert reordered >= 10  # 5 of 6 orders differ from the served one
+
+    cite_first = RaftSettings(cite_first=True, distractor_only_fraction=0.0)
+    [example], _ = build_raft_examples(pairs[:1], index, "shop", cite_first, k=3)
+    assert re.fullmatch(r"\[\d\] fourteen days", example.messages[-1]["content"])
