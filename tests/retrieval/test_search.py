@@ -12,6 +12,7 @@ from retrieval import (
     InvalidDomainError,
     Retriever,
 )
+from retrieval.embedding import Embedder
 from retrieval.indexer import point_id
 from retrieval.prompt import render_context
 from tests.retrieval.corpus import QUERIES
@@ -155,8 +156,25 @@ def test_drop_removes_the_domain(indexed: Retriever) -> None:
     collection = indexed.info("quokka").collection
     indexed.drop("quokka")
     assert not indexed.has_domain("quokka") and indexed.domains() == []
-    assert collection not in [
-        c.name for c in indexed._store.call(lambda c: c.get_collections()).collections
-    ]
+    assert collection not in indexed._store.collections()
     with pytest.raises(DomainNotFoundError):
         indexed.drop("quokka")
+
+
+def test_repeated_queries_come_from_the_query_cache(
+    embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[list[str]] = []
+    real = Embedder._encode
+
+    def counting(self: Embedder, texts: list[str]):
+        encoded.append(list(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(Embedder, "_encode", counting)
+    embedder.clear_query_cache()
+    first = embedder.embed_queries(["what is a pouch", "what is a hop", "what is a pouch"])
+    again = embedder.embed_queries(["what is a hop", "new question"])
+    assert encoded == [["what is a pouch", "what is a hop"], ["new question"]]
+    assert (first[0] == first[2]).all() and (again[0] == first[1]).all()
+    assert again.shape == (2, embedder.dimension)
