@@ -1,8 +1,15 @@
 """Retrieval benchmark: indexing throughput against raw `SentenceTransformer.encode`, and
-query latency per search mode, on a generated corpus in Qdrant local mode.
+query latency per search mode, on a generated corpus, for each store backend side by side.
 
-    .venv/bin/python benchmarks/retrieval.py               # about 10,000 chunks
+    .venv/bin/python benchmarks/retrieval.py               # about 10,000 chunks, both backends
     .venv/bin/python benchmarks/retrieval.py --chunks 1000 # a quick run
+    .venv/bin/python benchmarks/retrieval.py --chunks 100000 --random-document-vectors \
+        --backends edge                                    # the embedded engine at scale
+
+Backends: `edge` is the embedded engine (the default, `retrieval.qdrant.path`); `server` is
+qdrant-client against `--server-url`, which defaults to ":memory:" (qdrant-client's
+in-memory mode, brute force in Python: the stand-in when no server runs; give a real URL to
+measure a server).
 
 Goals: `Retriever.index` throughput at least 0.9x raw encoding of the same chunk texts (the
 exact texts the Retriever embeds: heading path + chunk); hybrid p50 at most 15 ms, query
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -127,126 +135,205 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=40, help="queries per mode")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backends", default="edge,server", help="comma-separated: edge,server")
+    parser.add_argument("--server-url", default=":memory:", help="Qdrant URL of `server`")
     parser.add_argument(
         "--random-document-vectors",
         action="store_true",
         help="skip the model for documents (Qdrant latency and pipeline cost only)",
     )
     args = parser.parse_args()
-    synthetic = args.random_document_vectors
+    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
 
     with tempfile.TemporaryDirectory(prefix="lorag-bench-") as tmp:
         work = Path(tmp)
-        docs = work / "docs"
-        docs.mkdir()
         parts = generate_corpus(work / "staging", args.chunks, args.rounds, args.seed)
-        settings = RetrievalSettings.model_validate({"qdrant": {"path": str(work / "qdrant")}})
-        embedder = Embedder(settings.embedding.model, batch_size=settings.embedding.batch_size)
+        base = RetrievalSettings()
+        embedder = Embedder(base.embedding.model, batch_size=base.embedding.batch_size)
         model = embedder.load()
-        model.encode(["warm-up"] * 64, batch_size=settings.embedding.batch_size)
-        load_before = os.getloadavg()[0]
-        indexer = RandomDocumentEmbedder(embedder, args.seed) if synthetic else embedder
+        model.encode(["warm-up"] * 64, batch_size=base.embedding.batch_size)
+        results = {}
+        for backend in backends:
+            qdrant = (
+                {"path": str(work / f"qdrant-{backend}")}
+                if backend == "edge"
+                else {"url": args.server_url}
+            )
+            settings = RetrievalSettings.model_validate({"qdrant": qdrant})
+            console.print(f"[bold]{backend}[/]: indexing {args.chunks} chunks …")
+            label = (
+                "embedded engine (qdrant-edge)"
+                if backend == "edge"
+                else f"qdrant-client ({args.server_url})"
+            )
+            results[label] = run_backend(settings, parts, work / f"docs-{backend}", embedder, args)
+    print_table(results, args, embedder.model_id)
 
-        texts: list[str] = []
-        chunk_seconds = raw_seconds = index_seconds = 0.0
-        round_ratios: list[float] = []
-        with Retriever(settings, embedder=indexer) as retriever:
-            for number, part in enumerate(parts):
+
+def run_backend(
+    settings: RetrievalSettings,
+    parts: list[Path],
+    docs: Path,
+    embedder: Embedder,
+    args: argparse.Namespace,
+) -> dict[str, object]:
+    """Index the corpus part by part into one backend, then measure search latency."""
+    synthetic = args.random_document_vectors
+    model = embedder.load()
+    docs.mkdir()
+    indexer = RandomDocumentEmbedder(embedder, args.seed) if synthetic else embedder
+    texts: list[str] = []
+    chunk_seconds = raw_seconds = index_seconds = 0.0
+    round_ratios: list[float] = []
+    load_before = os.getloadavg()[0]
+    rss_before = _rss_mib()
+    with Retriever(settings, embedder=indexer) as retriever:
+        for number, part in enumerate(parts):
+            started = time.perf_counter()
+            part_texts = chunk_texts(part, embedder, settings)
+            chunk_seconds += time.perf_counter() - started
+            texts.extend(part_texts)
+            shutil.copytree(part, docs / part.name)
+
+            def raw(part_texts: list[str] = part_texts) -> float:
                 started = time.perf_counter()
-                part_texts = chunk_texts(part, embedder, settings)
-                chunk_seconds += time.perf_counter() - started
-                texts.extend(part_texts)
-                shutil.move(part, docs / part.name)
+                model.encode(part_texts, batch_size=settings.embedding.batch_size)
+                return time.perf_counter() - started
 
-                def raw(part_texts: list[str] = part_texts) -> float:
-                    started = time.perf_counter()
-                    model.encode(part_texts, batch_size=settings.embedding.batch_size)
-                    return time.perf_counter() - started
+            def index(expected: int = len(part_texts)) -> float:
+                started = time.perf_counter()
+                report = retriever.index(DOMAIN, docs)
+                assert report.chunks_embedded == expected, (report.chunks_embedded, expected)
+                return time.perf_counter() - started
 
-                def index(expected: int = len(part_texts)) -> float:
-                    started = time.perf_counter()
-                    report = retriever.index(DOMAIN, docs)
-                    assert report.chunks_embedded == expected, (report.chunks_embedded, expected)
-                    return time.perf_counter() - started
+            if synthetic:
+                index_seconds += index()
+                continue
+            if number % 2 == 0:
+                raw_part, index_part = raw(), index()
+            else:
+                index_part, raw_part = index(), raw()
+            raw_seconds += raw_part
+            index_seconds += index_part
+            round_ratios.append(raw_part / index_part)
+            console.print(
+                f"round {number + 1}/{len(parts)}: {len(part_texts)} chunks, raw "
+                f"{raw_part:.0f} s, index {index_part:.0f} s, ratio "
+                f"{raw_part / index_part:.2f}, load {os.getloadavg()[0]:.1f}"
+            )
+        rss_indexed = _rss_mib()
+        console.print(f"corpus: {len(texts)} chunks; {args.queries} queries per mode …")
+        latency, one_thread = measure_latency(retriever, texts, args)
+    disk = sum(
+        f.stat().st_blocks * 512 for f in Path(settings.qdrant.path).rglob("*") if f.is_file()
+    )
+    return {
+        "chunks": len(texts),
+        "chunk_seconds": chunk_seconds,
+        "raw_seconds": raw_seconds,
+        "index_seconds": index_seconds,
+        "round_ratios": round_ratios,
+        "latency": latency,
+        "one_thread": one_thread,
+        "rss": (rss_before, rss_indexed),
+        "disk_mib": disk / 2**20 if settings.qdrant.url is None else None,
+        "load": (load_before, os.getloadavg()[0]),
+    }
 
-                if synthetic:
-                    index_seconds += index()
-                    continue
-                if number % 2 == 0:
-                    raw_part, index_part = raw(), index()
-                else:
-                    index_part, raw_part = index(), raw()
-                raw_seconds += raw_part
-                index_seconds += index_part
-                round_ratios.append(raw_part / index_part)
-                console.print(
-                    f"round {number + 1}/{len(parts)}: {len(part_texts)} chunks, raw "
-                    f"{raw_part:.0f} s, index {index_part:.0f} s, ratio "
-                    f"{raw_part / index_part:.2f}, load {os.getloadavg()[0]:.1f}"
-                )
-            load_after = os.getloadavg()[0]
-            console.print(f"corpus: {len(texts)} chunks; {args.queries} queries per mode …")
-            latency, one_thread = measure_latency(retriever, texts, args)
 
-    table = Table(title=f"lorag retrieval benchmark: {len(texts)} chunks, Qdrant local mode")
-    for column in ("measure", "value", "goal", "met"):
-        table.add_column(column)
-    table.add_row("chunking (load + tokenize)", f"{chunk_seconds:.1f} s", "", "")
-    index_rate = len(texts) / index_seconds
-    if synthetic:
-        table.title += " (RANDOM document vectors: no throughput ratio)"
-        table.add_row(
+def _rss_mib() -> float:
+    """This process's resident memory now (MiB), from /proc; peak where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_table(results: dict[str, dict], args: argparse.Namespace, model_id: str) -> None:
+    first = next(iter(results.values()))
+    title = f"lorag retrieval benchmark: {first['chunks']} chunks"
+    if args.random_document_vectors:
+        title += " (RANDOM document vectors: no throughput ratio)"
+    table = Table(title=title)
+    table.add_column("measure")
+    for backend in results:
+        table.add_column(backend)
+    table.add_column("goal")
+
+    def row(label: str, cell, goal: str = "") -> None:
+        table.add_row(label, *[cell(r) for r in results.values()], goal)
+
+    row("chunking (load + tokenize)", lambda r: f"{r['chunk_seconds']:.1f} s")
+    if args.random_document_vectors:
+        row(
             "Retriever.index without document embedding",
-            f"{index_rate:.0f} chunks/s ({index_seconds:.0f} s)",
-            "",
-            "",
+            lambda r: (
+                f"{r['chunks'] / r['index_seconds']:.0f} chunks/s ({r['index_seconds']:.0f} s)"
+            ),
         )
     else:
-        raw_rate = len(texts) / raw_seconds
-        ratio = index_rate / raw_rate
-        table.add_row("raw encode", f"{raw_rate:.1f} chunks/s ({raw_seconds:.0f} s)", "", "")
-        table.add_row(
-            "Retriever.index", f"{index_rate:.1f} chunks/s ({index_seconds:.0f} s)", "", ""
-        )
-        table.add_row("index / raw", f"{ratio:.2f}", ">= 0.90", "yes" if ratio >= 0.9 else "NO")
-        table.add_row(
+        row("raw encode", lambda r: f"{r['chunks'] / r['raw_seconds']:.1f} chunks/s")
+        row("Retriever.index", lambda r: f"{r['chunks'] / r['index_seconds']:.1f} chunks/s")
+
+        def ratio(r: dict) -> str:
+            value = r["raw_seconds"] / r["index_seconds"]
+            return f"{value:.2f} {'yes' if value >= 0.9 else 'NO'}"
+
+        row("index / raw", ratio, ">= 0.90")
+        row(
             "  per round (min / median / max)",
-            f"{min(round_ratios):.2f} / {statistics.median(round_ratios):.2f} / "
-            f"{max(round_ratios):.2f}",
-            "",
-            "",
+            lambda r: (
+                f"{min(r['round_ratios']):.2f} / "
+                f"{statistics.median(r['round_ratios']):.2f} / {max(r['round_ratios']):.2f}"
+            ),
         )
-    for mode, (totals, embeds, stores) in latency.items():
-        p50 = percentile(totals, 0.5) * 1000
-        p95 = percentile(totals, 0.95) * 1000
-        goal = "<= 15 ms" if mode == "hybrid" else ""
-        met = ("yes" if p50 <= 15 else "NO") if mode == "hybrid" else ""
-        table.add_row(f"{mode} p50 / p95", f"{p50:.1f} / {p95:.1f} ms", goal, met)
-        table.add_row(
-            "  p50 query encoding + Qdrant",
-            f"{statistics.median(embeds) * 1000:.1f} + {statistics.median(stores) * 1000:.1f} ms",
-            "",
-            "",
+    for mode in ("dense", "sparse", "hybrid"):
+
+        def total(r: dict, mode: str = mode) -> str:
+            totals = r["latency"][mode][0]
+            p50 = percentile(totals, 0.5) * 1000
+            text = f"{p50:.1f} / {percentile(totals, 0.95) * 1000:.1f} ms"
+            return text + (f" {'yes' if p50 <= 15 else 'NO'}" if mode == "hybrid" else "")
+
+        def split(r: dict, mode: str = mode) -> str:
+            embeds, stores = r["latency"][mode][1], r["latency"][mode][2]
+            return (
+                f"{statistics.median(embeds) * 1000:.1f} + "
+                f"{statistics.median(stores) * 1000:.1f} ms"
+            )
+
+        row(f"{mode} p50 / p95", total, "hybrid p50 <= 15 ms" if mode == "hybrid" else "")
+        row("  p50 query encoding + store", split)
+        row(
+            "  p50 repeated question (query cache)",
+            lambda r, mode=mode: f"{percentile(r['latency'][mode][3], 0.5) * 1000:.1f} ms",
         )
-    if one_thread:
-        table.add_row(
-            "query encoding p50, 1 torch thread",
-            f"{statistics.median(one_thread) * 1000:.1f} ms",
-            "",
-            "",
-        )
-    table.caption = (
-        f"load average {load_before:.1f} before, {load_after:.1f} after indexing; "
-        f"{os.cpu_count()} CPUs; model {embedder.model_id}"
+    row(
+        "query encoding p50, 1 torch thread",
+        lambda r: f"{statistics.median(r['one_thread']) * 1000:.1f} ms",
     )
+    row(
+        "process RSS before / after indexing",
+        lambda r: f"{r['rss'][0]:.0f} / {r['rss'][1]:.0f} MiB",
+    )
+    row(
+        "index on disk",
+        lambda r: "" if r["disk_mib"] is None else f"{r['disk_mib']:.0f} MiB",
+    )
+    row("load average before / after", lambda r: f"{r['load'][0]:.1f} / {r['load'][1]:.1f}")
+    table.caption = f"{os.cpu_count()} CPUs; model {model_id}"
     console.print(table)
 
 
 def measure_latency(
     retriever: Retriever, texts: list[str], args: argparse.Namespace
-) -> tuple[dict[str, tuple[list[float], list[float], list[float]]], list[float]]:
-    """Per mode: total search time, and the same search split into query encoding and the
-    Qdrant call; then the query encoding alone with one torch thread."""
+) -> tuple[dict[str, tuple[list[float], ...]], list[float]]:
+    """Per mode: total search time (query cache cleared), the same search split into query
+    encoding and the store call, and the same search repeated (a query-cache hit); then the
+    query encoding alone with one torch thread."""
     rng = random.Random(args.seed + 1)
     queries = []
     for text in rng.sample(texts, min(args.queries, len(texts))):
@@ -257,11 +344,16 @@ def measure_latency(
     for mode in ("dense", "sparse", "hybrid"):
         for query in queries[:3]:  # warm-up
             retriever.search(DOMAIN, query, k=args.k, mode=mode)  # type: ignore[arg-type]
-        totals, embeds, stores = [], [], []
+        totals, embeds, stores, cached = [], [], [], []
         for query in queries:
+            retriever.embedder.clear_query_cache()  # every question is new to the model
             started = time.perf_counter()
             retriever.search(DOMAIN, query, k=args.k, mode=mode)  # type: ignore[arg-type]
             totals.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            retriever.search(DOMAIN, query, k=args.k, mode=mode)  # type: ignore[arg-type]
+            cached.append(time.perf_counter() - started)
+            retriever.embedder.clear_query_cache()
             started = time.perf_counter()
             dense = (
                 retriever.embedder.embed_queries([query])[0].tolist() if mode != "sparse" else None
@@ -272,7 +364,7 @@ def measure_latency(
             started = time.perf_counter()
             retriever._query(DOMAIN, [request])
             stores.append(time.perf_counter() - started)
-        latency[mode] = (totals, embeds, stores)
+        latency[mode] = (totals, embeds, stores, cached)
     # On a busy machine two OpenMP threads waiting for each other can cost more than the
     # tiny matmuls of one query: measure the encoding with one intra-op thread too.
     import torch
@@ -282,6 +374,7 @@ def measure_latency(
     try:
         torch.set_num_threads(1)
         for query in queries:
+            retriever.embedder.clear_query_cache()
             started = time.perf_counter()
             retriever.embedder.embed_queries([query])
             one_thread.append(time.perf_counter() - started)

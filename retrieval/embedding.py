@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from retrieval.errors import EmbeddingModelError
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+QUERY_CACHE_SIZE = 1024  # query vectors kept (1.5 KiB each for 384 dimensions)
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
@@ -66,6 +68,7 @@ class Embedder:
         self._load_lock = threading.Lock()
         self._query_lock = threading.Lock()
         self._document_lock = threading.Lock()
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def load(self) -> Any:
         """Load the model once; raise EmbeddingModelError naming the model when it cannot."""
@@ -120,7 +123,25 @@ class Embedder:
         with self._document_lock:
             return self._encode(texts)
 
-    def embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Unit-length vectors for queries, shape (len(texts), dimension)."""
+    def clear_query_cache(self) -> None:
         with self._query_lock:
-            return self._encode(texts)
+            self._query_cache.clear()
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Unit-length vectors for queries, shape (len(texts), dimension).
+
+        Repeated questions (retries, evals, popular questions) come from a small LRU cache:
+        a hit costs microseconds instead of a model call of about 10 ms on 2 cores.
+        """
+        with self._query_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._query_cache))
+            if missing:
+                for text, vector in zip(missing, self._encode(missing), strict=True):
+                    self._query_cache[text] = vector
+            rows = []
+            for text in texts:
+                self._query_cache.move_to_end(text)
+                rows.append(self._query_cache[text])
+            while len(self._query_cache) > QUERY_CACHE_SIZE:
+                self._query_cache.popitem(last=False)
+            return np.stack(rows)

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qdrant_client import models
-
 from retrieval.chunking import Chunk, Chunker
 from retrieval.embedding import Embedder
 from retrieval.errors import IncompatibleIndexError
@@ -45,7 +43,7 @@ from retrieval.loaders import (
 from retrieval.results import IndexReport, SkippedFile
 from retrieval.settings import RetrievalSettings
 from retrieval.sparse import SparseEncoder
-from retrieval.store import DENSE, SPARSE, QdrantStore, utc_now
+from retrieval.store import Store, StoredPoint, utc_now
 
 ProgressCallback = Callable[[str, int, int], None]
 """`progress(stage, done, total)`; stages: "scan" (files), "chunk" (documents), "embed" (chunks)."""
@@ -132,7 +130,7 @@ class IndexRun:
 
     def __init__(
         self,
-        store: QdrantStore,
+        store: Store,
         embedder: Embedder,
         encoder: SparseEncoder,
         settings: RetrievalSettings,
@@ -176,7 +174,9 @@ class IndexRun:
         assert target is not None
         self.report.collection = target
         indexed = self._indexed_documents(target)
-        self._apply(target, indexed, found, scan_skips)
+        if self._apply(target, indexed, found, scan_skips) or building:
+            # Before the switch or the `ready` mark: searches then get the built indexes.
+            self.store.optimize(target)
         metadata = self.store.metadata(target)
         if building:
             # Everything in a new collection is new to searches, resumed documents included.
@@ -184,7 +184,7 @@ class IndexRun:
             report.added = sorted(report.added + report.updated + report.unchanged)
             report.updated, report.unchanged = [], []
             self._finish(target, {"state": "ready", "revision": metadata.get("revision", 0) + 1})
-            # Local mode: holding the store's lock makes switch-and-drop one step for searches
+            # In process, holding the store's lock makes switch-and-drop one step for searches
             # (on a server the alias switch itself is atomic and queries go through the alias).
             with self.store.lock:
                 self.store.switch_alias(self.domain, target)
@@ -193,14 +193,25 @@ class IndexRun:
                         self.store.drop_collection(name)
                 self.on_change(target)
             self.report.rebuilt = live is not None
-        elif self.report.changed:
-            self._finish(target, {"state": "ready", "revision": metadata.get("revision", 0) + 1})
+        else:
+            if self.report.changed or metadata.get("state") != "ready":  # or a run died
+                self._finish(
+                    target, {"state": "ready", "revision": metadata.get("revision", 0) + 1}
+                )
+            self._drop_old_generations(target)
         self.report.index_version = version_of(target, self.store.metadata(target))
         self.report.chunks_total = self.store.points_count(target)
         self.report.seconds = time.monotonic() - started
         return self.report
 
     # ---- steps -----------------------------------------------------------------------------
+
+    def _drop_old_generations(self, live: str) -> None:
+        """Drop finished collections a rebuild left behind when it died between switching
+        the alias and dropping them; unfinished builds stay for `--rebuild` to resume."""
+        for name in self.store.collections_of(self.domain):
+            if name != live and self.store.metadata(name).get("state") != "building":
+                self.store.drop_collection(name)
 
     def _build_target(self, live: str | None, wanted: dict[str, Any]) -> str:
         """A collection to build into: a compatible unfinished one left by an interrupted
@@ -256,7 +267,8 @@ class IndexRun:
         indexed: dict[str, _Indexed],
         found: list[SourceFile],
         scan_skips: list[ScanSkip],
-    ) -> None:
+    ) -> bool:
+        """Write the changes; True when the collection changed."""
         report = self.report
         keep: set[str] = set()  # documents whose chunks stay though the file was not read
         for skip in scan_skips:
@@ -290,6 +302,7 @@ class IndexRun:
             self.store.delete_points(target, stale)
         report.deleted.extend(removed)
         report.documents_total = len((keep & set(indexed)) | {w.document.doc_id for w in work})
+        return bool(work or stale or removed)
 
     def _prepare(
         self, pending: list[SourceFile], indexed: dict[str, _Indexed], keep: set[str]
@@ -352,14 +365,12 @@ class IndexRun:
                 texts = [chunk.embed_text for _, chunk in part]
                 dense = self.embedder.embed_documents(texts)
                 points = [
-                    models.PointStruct(
+                    StoredPoint(
                         id=point_id(
                             chunk.doc_id, work[number].document.content_hash, chunk.chunk_index
                         ),
-                        vector={
-                            DENSE: vector.tolist(),
-                            SPARSE: self.encoder.encode_document(text),
-                        },
+                        dense=vector.tolist(),
+                        sparse=self.encoder.encode_document(text),
                         payload=self._payload(work[number], chunk, indexed_at),
                     )
                     for (number, chunk), vector, text in zip(part, dense, texts, strict=True)
@@ -389,7 +400,7 @@ class IndexRun:
         finally:
             writer.shutdown(wait=True)
 
-    def _write(self, target: str, points: list[models.PointStruct], stale: list[str]) -> None:
+    def _write(self, target: str, points: list[StoredPoint], stale: list[str]) -> None:
         self.store.upsert(target, points)
         if stale:
             self.store.delete_points(target, stale)

@@ -1,7 +1,7 @@
 """`Retriever`: index folders into per-domain Qdrant collections and search them.
 
-One Retriever owns one QdrantClient (a local folder, or a server URL) and one lazily loaded
-embedding model. It is thread-safe: searches may run from many threads while an index run
+One Retriever owns one store (the embedded engine's folder, or a Qdrant server; see
+`retrieval.store`) and one lazily loaded embedding model. It is thread-safe: searches may run from many threads while an index run
 goes on in another; index runs and drops are serialised.
 """
 
@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from qdrant_client import models
-
 from retrieval.embedding import Embedder, model_id_of
 from retrieval.errors import DomainNotFoundError
+from retrieval.fusion import is_hybrid, rrf, store_searches
 from retrieval.indexer import (
     IndexRun,
     ProgressCallback,
@@ -25,12 +24,24 @@ from retrieval.indexer import (
     version_of,
 )
 from retrieval.results import DomainInfo, Hit, IndexReport
-from retrieval.settings import RetrievalSettings, SearchMode
+from retrieval.settings import QdrantSettings, RetrievalSettings, SearchMode
 from retrieval.sparse import SparseEncoder
-from retrieval.store import DENSE, SPARSE, QdrantStore, validate_domain
+from retrieval.store import Match, Search, SparseVec, Store, validate_domain
 
 MODES: tuple[str, ...] = ("hybrid", "dense", "sparse")
 _SERVER_CACHE_S = 2.0  # how long a server-mode domain lookup is reused
+
+
+def open_store(settings: QdrantSettings) -> Store:
+    """The backend the settings name: a server (or in-memory client) for `url`, else the
+    embedded engine at `path`."""
+    if settings.url is not None:
+        from retrieval.store_client import ClientStore
+
+        return ClientStore(settings)
+    from retrieval.store_edge import EdgeStore
+
+    return EdgeStore(settings)
 
 
 class Retriever:
@@ -54,7 +65,7 @@ class Retriever:
             embedding.model, device=embedding.device, batch_size=embedding.batch_size
         )
         self._encoder = SparseEncoder()
-        self._store = QdrantStore(self.settings.qdrant)
+        self._store = open_store(self.settings.qdrant)
         self._write_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._metadata_cache: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -63,7 +74,7 @@ class Retriever:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the Qdrant client (and the local folder's lock)."""
+        """Release the store (and the index folder's lock)."""
         self._store.close()
 
     def __enter__(self) -> Self:
@@ -232,10 +243,12 @@ class Retriever:
             )
         return self._query(domain, requests)
 
-    def _query(self, domain: str, requests: list[models.QueryRequest | None]) -> list[list[Hit]]:
+    def _query(self, domain: str, requests: list[Search | None]) -> list[list[Hit]]:
         """Run prepared requests (None: nothing to search for) against the domain's alias."""
-        real = [request for request in requests if request is not None]
-        with self._store.lock:  # local mode: the alias cannot move between lookup and query
+        real = [
+            part for request in requests if request is not None for part in store_searches(request)
+        ]
+        with self._store.lock:  # in process: the alias cannot move between lookup and query
             collection = self._require(domain, fresh=self._store.local)
             metadata = self._metadata(collection)
             check_compatible(domain, metadata, search_settings_of(self._embedder, self._encoder))
@@ -244,8 +257,12 @@ class Retriever:
         results: list[list[Hit]] = []
         answer_iter = iter(answers)
         for request in requests:
-            points = next(answer_iter) if request is not None else []
-            results.append([_hit(point.payload or {}, point.score, version) for point in points])
+            points = []
+            if request is not None and is_hybrid(request):
+                points = rrf([next(answer_iter), next(answer_iter)], request.limit)
+            elif request is not None:
+                points = next(answer_iter)
+            results.append([_hit(point.payload, point.score, version) for point in points])
         return results
 
     def document_chunks(self, domain: str, doc_id: str) -> list[Hit]:
@@ -255,7 +272,7 @@ class Retriever:
             self._store.scroll(
                 self._store.alias_of(domain),
                 None,
-                scroll_filter=_filter(None, None, doc_id),
+                _filter(None, None, doc_id),
             )
         )
         by_version: dict[str, list[dict[str, Any]]] = {}
@@ -286,7 +303,7 @@ class Retriever:
             self._alias_cache = None
 
     def _fresh_enough(self, stamp: float) -> bool:
-        # Local mode: only this Retriever can write (the folder is locked), so entries stay
+        # In process: only this Retriever can write (the folder is locked), so entries stay
         # valid until it forgets them. A server may be written by others: reuse briefly.
         return self._store.local or time.monotonic() - stamp < _SERVER_CACHE_S
 
@@ -327,50 +344,35 @@ class Retriever:
 
 def _filter(
     source_prefix: str | None, tags: Sequence[str] | None, doc_id: str | None
-) -> models.Filter | None:
-    must: list[Any] = []
+) -> tuple[Match, ...]:
+    where: list[Match] = []
     if source_prefix:
         prefix = source_prefix.strip().removeprefix("./").strip("/")
         if prefix:
-            must.append(
-                models.FieldCondition(key="path_prefixes", match=models.MatchValue(value=prefix))
-            )
+            where.append(Match("path_prefixes", (prefix,)))
     if tags:
         values = [tags] if isinstance(tags, str) else list(tags)
-        must.append(models.FieldCondition(key="tags", match=models.MatchAny(any=values)))
+        where.append(Match("tags", tuple(values)))
     if doc_id:
-        must.append(models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)))
-    return models.Filter(must=must) if must else None
+        where.append(Match("doc_id", (doc_id,)))
+    return tuple(where)
 
 
 def _request(
     mode: str,
     dense: list[float] | None,
-    sparse: models.SparseVector | None,
+    sparse: SparseVec | None,
     k: int,
-    query_filter: models.Filter | None,
-) -> models.QueryRequest | None:
+    where: tuple[Match, ...],
+) -> Search | None:
     has_terms = sparse is not None and bool(sparse.indices)
     if mode == "sparse" and not has_terms:
         return None  # no word of the query can match anything
     if mode == "dense" or (mode == "hybrid" and not has_terms):
-        return models.QueryRequest(
-            query=dense, using=DENSE, filter=query_filter, limit=k, with_payload=True
-        )
+        return Search(limit=k, dense=dense, where=where)
     if mode == "sparse":
-        return models.QueryRequest(
-            query=sparse, using=SPARSE, filter=query_filter, limit=k, with_payload=True
-        )
-    depth = max(4 * k, 20)
-    return models.QueryRequest(
-        prefetch=[
-            models.Prefetch(query=dense, using=DENSE, filter=query_filter, limit=depth),
-            models.Prefetch(query=sparse, using=SPARSE, filter=query_filter, limit=depth),
-        ],
-        query=models.FusionQuery(fusion=models.Fusion.RRF),
-        limit=k,
-        with_payload=True,
-    )
+        return Search(limit=k, sparse=sparse, where=where)
+    return Search(limit=k, dense=dense, sparse=sparse, where=where, depth=max(4 * k, 20))
 
 
 def _hit(payload: dict[str, Any], score: float, version: str) -> Hit:

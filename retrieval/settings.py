@@ -11,17 +11,28 @@ SearchMode = Literal["hybrid", "dense", "sparse"]
 
 
 class QdrantSettings(BaseModel):
-    """Embedded local mode at `path` by default; set `url` for a Qdrant server."""
+    """Qdrant's embedded engine at `path` by default; set `url` for a Qdrant server."""
 
     model_config = ConfigDict(extra="forbid")
 
     path: Path = Field(
         Path("lorag-data/qdrant"),
-        description="embedded (local mode) storage folder; one process at a time",
+        description="folder of the embedded Qdrant engine (qdrant-edge); one process at a time",
     )
-    url: str | None = Field(None, description="a Qdrant server URL; when set, `path` is not used")
+    url: str | None = Field(
+        None,
+        description="a Qdrant server URL; when set, `path` is not used (':memory:' is "
+        "qdrant-client's in-memory mode, for tests)",
+    )
     api_key: SecretStr | None = Field(None, description="the Qdrant server's API key")
     timeout_s: float = Field(10.0, gt=0, description="request timeout for a Qdrant server")
+    hnsw_min_points: int = Field(
+        20_000,
+        ge=0,
+        description="embedded engine: build the HNSW index after an index run only for "
+        "collections of at least this many chunks; smaller ones are searched exactly, in a "
+        "few ms, and a run never pauses for the build (which holds Python's GIL)",
+    )
     collection_prefix: str = Field(
         "lorag", pattern=r"^[A-Za-z0-9_-]+$", description="prefix of collection and alias names"
     )

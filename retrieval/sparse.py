@@ -17,7 +17,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-from qdrant_client import models
+from retrieval.store import SparseVec
 
 _WORD = re.compile(r"\w+")
 
@@ -44,11 +44,11 @@ class SparseEncoder:
     def scheme(self) -> str:
         return f"bm25-tf/blake2b32/k1={self.k1}/b={self.b}/avg_len={self.avg_len}"
 
-    def _vector(self, weights: dict[int, float]) -> models.SparseVector:
+    def _vector(self, weights: dict[int, float]) -> SparseVec:
         indices = sorted(weights)
-        return models.SparseVector(indices=indices, values=[weights[i] for i in indices])
+        return SparseVec(indices=indices, values=[weights[i] for i in indices])
 
-    def encode_document(self, text: str) -> models.SparseVector:
+    def encode_document(self, text: str) -> SparseVec:
         tokens = tokenize(text)
         counts: Counter[int] = Counter(token_index(token) for token in tokens)
         norm = self.k1 * (1 - self.b + self.b * len(tokens) / self.avg_len)
@@ -56,5 +56,5 @@ class SparseEncoder:
             {index: tf * (self.k1 + 1) / (tf + norm) for index, tf in counts.items()}
         )
 
-    def encode_query(self, text: str) -> models.SparseVector:
+    def encode_query(self, text: str) -> SparseVec:
         return self._vector({token_index(token): 1.0 for token in tokenize(text)})

@@ -1,4 +1,16 @@
-"""Qdrant behind one small interface: local mode (a folder) or a server (URL + API key).
+"""The store interface: per-domain collections behind aliases, two backends underneath.
+
+Backends
+--------
+* `retrieval.store_edge.EdgeStore` (the default, `retrieval.qdrant.path`): Qdrant's embedded
+  engine (`qdrant-edge-py`), in process: HNSW, sparse vectors with IDF, the Query API's
+  prefetch + fusion, payload indexes and a write-ahead log, one shard folder per collection.
+* `retrieval.store_client.ClientStore` (`retrieval.qdrant.url`): a Qdrant server through
+  qdrant-client (`url=":memory:"` is qdrant-client's in-memory mode, which the tests use as
+  a stand-in for the server API).
+
+Everything above this module (indexer, retriever) sees only `Store` and the plain data types
+below, so both backends behave identically; the tests run against both.
 
 Layout: one collection per domain
 ---------------------------------
@@ -8,32 +20,16 @@ collections over one shared collection with a tenant index because:
 
 * `--rebuild` builds a complete new collection aside and swaps the alias in one atomic
   operation, then drops the old one: searches never see a half-built index, and a rebuild of
-  one domain never touches another. With one shared collection a rebuild would have to delete
-  and rewrite a tenant's points in place.
+  one domain never touches another.
 * Each domain records its own embedding model and vector size; a collection's vector
   configuration is fixed, so a domain can move to another model without touching the others.
-* The sparse vectors use Qdrant's IDF modifier, whose statistics are per collection: BM25 term
-  weights then reflect the domain's own vocabulary, not a mix of every domain's.
-* Local mode evaluates payload filters in Python point by point; a tenant filter on every
-  search would make each search scan every domain's payloads.
+* The sparse vectors use Qdrant's IDF modifier, whose statistics are per collection (per
+  shard): BM25 term weights then reflect the domain's own vocabulary, not a mix of domains'.
 * Dropping a domain is dropping a collection.
-The cost is one collection per domain on a server, which is fine for the tens of domains
-lorag is meant for; thousands of tiny tenants would call for the shared-collection layout.
 
-Collection metadata (Qdrant's per-collection `metadata`) records the embedding model, vector
-size, sparse scheme, chunking, state (`building`/`ready`), document count and a revision
-counter; `index_version` is `<collection>@r<revision>`.
-
-Thread safety
--------------
-qdrant-client's local mode (`qdrant_client/local/`) has no locking: points live in NumPy
-arrays and Python lists that upserts grow and replace while a search reads them (an upsert
-appends to `payload` before it grows `deleted`, and a search combines the two into one mask,
-so an interleaving fails with a shape mismatch), the alias and collection maps are plain
-dicts, and one SQLite connection per collection is shared by all threads. So in local mode every call goes through one
-re-entrant lock; writes are cut into small batches so that searches interleave with a long
-index run. With a server the HTTP client is thread-safe and the server does the isolation, so
-no lock is taken.
+Collection metadata records the embedding model, vector size, sparse scheme, chunking, state
+(`building`/`updating`/`ready`), document count and a revision counter; `index_version` is
+`<collection>@r<revision>`.
 """
 
 from __future__ import annotations
@@ -41,29 +37,20 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from qdrant_client import QdrantClient, models
-
-from retrieval.errors import (
-    IndexBusyError,
-    InvalidDomainError,
-    QdrantUnavailableError,
-    RetrievalError,
-)
+from retrieval.errors import InvalidDomainError
 from retrieval.settings import QdrantSettings
 
 DENSE = "dense"
 SPARSE = "sparse"
 DOMAIN_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-# Payload fields the store filters on; indexed on a server (local mode ignores indexes).
+# Payload fields the store filters on; both backends index them.
 KEYWORD_FIELDS = ("doc_id", "path_prefixes", "tags", "content_hash")
-
-T = TypeVar("T")
 
 
 def validate_domain(domain: str) -> str:
@@ -79,92 +66,87 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class QdrantStore:
-    """One QdrantClient plus the naming scheme of domain collections and aliases."""
+# ---- plain data that crosses the interface ---------------------------------------------------
 
-    LOCAL_WRITE_BATCH = 64
-    SERVER_WRITE_BATCH = 256
 
-    def __init__(self, settings: QdrantSettings) -> None:
-        self.settings = settings
-        self.prefix = settings.collection_prefix
-        self.local = settings.url is None
-        self.where = str(settings.path) if self.local else str(settings.url)
-        self._lock: contextlib.AbstractContextManager[Any]
-        if self.local:
-            self._client = self._open_local(Path(settings.path))
-            self._lock = threading.RLock()
-        else:
-            self._client = self._open_server(settings)
-            self._lock = contextlib.nullcontext()
+@dataclass(frozen=True)
+class SparseVec:
+    """A sparse vector: sorted term indices and their weights."""
 
-    # ---- opening ---------------------------------------------------------------------------
+    indices: list[int]
+    values: list[float]
 
-    @staticmethod
-    def _open_local(path: Path) -> QdrantClient:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RetrievalError(
-                f"cannot create the index folder {path}: {err.strerror or err}; set "
-                "retrieval.qdrant.path to a writable folder"
-            ) from err
-        try:
-            return QdrantClient(path=str(path))
-        except RuntimeError as err:
-            if "already accessed" in str(err):
-                raise IndexBusyError(
-                    f"the index at {path} is open in another process (a running `lorag serve`, "
-                    "or another `lorag index`?); stop it, or point retrieval.qdrant.url at a "
-                    "Qdrant server so that several processes can share the index"
-                ) from err
-            raise
 
-    @staticmethod
-    def _open_server(settings: QdrantSettings) -> QdrantClient:
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        client = QdrantClient(
-            url=settings.url,
-            api_key=api_key,
-            timeout=max(1, round(settings.timeout_s)),
-            check_compatibility=False,
-        )
-        try:
-            client.get_collections()
-        except Exception as err:  # connection, TLS, auth, HTTP: one message
-            client.close()
-            raise QdrantUnavailableError(
-                f"cannot reach Qdrant at {settings.url}: {type(err).__name__}: {err}. Check "
-                "that the server runs and retrieval.qdrant.url / api_key are right, or remove "
-                "retrieval.qdrant.url to use the local index folder"
-            ) from err
-        return client
+@dataclass(frozen=True)
+class StoredPoint:
+    """One chunk as written: id, unit-length dense vector, BM25 sparse vector, payload."""
 
-    def close(self) -> None:
-        with self._lock:
-            self._client.close()
+    id: str
+    dense: list[float]
+    sparse: SparseVec
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A point as read back (no vectors)."""
+
+    id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Match:
+    """Payload condition: the field (a keyword or list of keywords) holds any of `values`."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Search:
+    """One search: dense alone, sparse alone, or (in the retriever) both, fused by
+    `retrieval.fusion` over `depth` hits of each; a store runs one vector at a time. Every
+    `Match` in `where` must hold."""
+
+    limit: int
+    dense: list[float] | None = None
+    sparse: SparseVec | None = None
+    where: tuple[Match, ...] = field(default_factory=tuple)
+    depth: int = 20
+
+
+# ---- the interface ---------------------------------------------------------------------------
+
+
+class Store(ABC):
+    """Domain collections, aliases, metadata and points; see the module docstring."""
+
+    settings: QdrantSettings
+    prefix: str
+    where: str
+    # True when this process is the only writer (embedded engine, in-memory client): cached
+    # aliases and metadata stay valid until this process changes them.
+    local: bool
 
     @property
+    @abstractmethod
     def lock(self) -> contextlib.AbstractContextManager[Any]:
-        """Held across calls that must see one consistent state (local mode)."""
-        return self._lock
+        """Held across calls that must see one consistent state (alias lookup + query)."""
 
-    def call(self, fn: Callable[[QdrantClient], T]) -> T:
-        """Run `fn(client)` under the lock, turning transport failures into clear errors."""
-        with self._lock:
-            try:
-                return fn(self._client)
-            except RetrievalError:
-                raise
-            except Exception as err:
-                if not self.local and _is_transport_error(err):
-                    raise QdrantUnavailableError(
-                        f"Qdrant at {self.where} failed: {type(err).__name__}: {err}"
-                    ) from err
-                raise
+    @abstractmethod
+    def close(self) -> None: ...
 
-    # ---- naming ----------------------------------------------------------------------------
-
+    # naming (shared)
     def alias_of(self, domain: str) -> str:
         return f"{self.prefix}.{domain}"
 
@@ -172,23 +154,11 @@ class QdrantStore:
         stamp = datetime.now(UTC).strftime("%Y%m%dt%H%M%S")
         return f"{self.prefix}.{domain}.{stamp}-{secrets.token_hex(3)}"
 
-    def _domain_of_alias(self, alias: str) -> str | None:
+    def domain_of_alias(self, alias: str) -> str | None:
         head = f"{self.prefix}."
         if alias.startswith(head) and DOMAIN_PATTERN.match(alias[len(head) :]):
             return alias[len(head) :]
         return None
-
-    # ---- domains and collections -----------------------------------------------------------
-
-    def aliases(self) -> dict[str, str]:
-        """Domain name -> physical collection, for every domain of this prefix."""
-        response = self.call(lambda c: c.get_aliases())
-        result = {}
-        for alias in response.aliases:
-            domain = self._domain_of_alias(alias.alias_name)
-            if domain is not None:
-                result[domain] = alias.collection_name
-        return result
 
     def resolve(self, domain: str) -> str | None:
         """The physical collection behind a domain's alias, or None."""
@@ -197,124 +167,56 @@ class QdrantStore:
     def collections_of(self, domain: str) -> list[str]:
         """Every physical collection of a domain, live or left over, oldest first."""
         head = f"{self.prefix}.{domain}."
-        names = [c.name for c in self.call(lambda c: c.get_collections()).collections]
-        return sorted(name for name in names if name.startswith(head))
+        return sorted(name for name in self.collections() if name.startswith(head))
 
-    def create_collection(self, name: str, dimension: int, metadata: dict[str, Any]) -> None:
-        def create(client: QdrantClient) -> None:
-            client.create_collection(
-                name,
-                # The Embedder returns unit-length vectors, so the dot product is the cosine
-                # similarity; local mode's COSINE would re-normalise every stored vector on
-                # every query (about 20 ms at 10,000 points here).
-                vectors_config={
-                    DENSE: models.VectorParams(size=dimension, distance=models.Distance.DOT)
-                },
-                sparse_vectors_config={
-                    SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
-                },
-                metadata=metadata,
-            )
-            if not self.local:  # payload indexes only matter on a server
-                for field in KEYWORD_FIELDS:
-                    client.create_payload_index(
-                        name, field, models.PayloadSchemaType.KEYWORD, wait=True
-                    )
+    # collections and aliases
+    @abstractmethod
+    def aliases(self) -> dict[str, str]:
+        """Domain name -> physical collection, for every domain of this prefix."""
 
-        self.call(create)
+    @abstractmethod
+    def collections(self) -> list[str]:
+        """Every physical collection in the store."""
 
-    def metadata(self, collection: str) -> dict[str, Any]:
-        info = self.call(lambda c: c.get_collection(collection))
-        return dict(info.config.metadata or {})
+    @abstractmethod
+    def create_collection(self, name: str, dimension: int, metadata: dict[str, Any]) -> None: ...
 
-    def points_count(self, collection: str) -> int:
-        return int(self.call(lambda c: c.count(collection, exact=True)).count)
+    @abstractmethod
+    def metadata(self, collection: str) -> dict[str, Any]: ...
 
+    @abstractmethod
     def update_metadata(self, collection: str, values: dict[str, Any]) -> None:
-        self.call(lambda c: c.update_collection(collection, metadata=values))
+        """Merge `values` into the collection's metadata."""
 
+    @abstractmethod
+    def points_count(self, collection: str) -> int: ...
+
+    @abstractmethod
     def switch_alias(self, domain: str, collection: str) -> None:
-        """Point the domain's alias at `collection` in one atomic operation."""
-        alias = self.alias_of(domain)
-        operations: list[Any] = []
-        if self.resolve(domain) is not None:
-            operations.append(
-                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
-            )
-        operations.append(
-            models.CreateAliasOperation(
-                create_alias=models.CreateAlias(collection_name=collection, alias_name=alias)
-            )
-        )
-        self.call(lambda c: c.update_collection_aliases(change_aliases_operations=operations))
+        """Point the domain's alias at `collection` in one atomic step."""
 
-    def delete_alias(self, domain: str) -> None:
-        operation = models.DeleteAliasOperation(
-            delete_alias=models.DeleteAlias(alias_name=self.alias_of(domain))
-        )
-        self.call(lambda c: c.update_collection_aliases(change_aliases_operations=[operation]))
+    @abstractmethod
+    def delete_alias(self, domain: str) -> None: ...
 
-    def drop_collection(self, name: str) -> None:
-        self.call(lambda c: c.delete_collection(name))
+    @abstractmethod
+    def drop_collection(self, name: str) -> None: ...
 
-    # ---- points ----------------------------------------------------------------------------
-
+    # points (a collection or an alias name)
+    @abstractmethod
     def scroll(
-        self,
-        collection: str,
-        fields: Sequence[str] | None,
-        scroll_filter: models.Filter | None = None,
-        page: int = 1024,
-    ) -> Iterator[models.Record]:
-        """Every point of a collection (payload `fields` only, or all with None), no vectors."""
-        with_payload: Any = (
-            True if fields is None else models.PayloadSelectorInclude(include=list(fields))
-        )
-        offset = None
-        while True:
-            records, offset = self.call(
-                lambda c, offset=offset: c.scroll(
-                    collection,
-                    scroll_filter=scroll_filter,
-                    limit=page,
-                    offset=offset,
-                    with_payload=with_payload,
-                    with_vectors=False,
-                )
-            )
-            yield from records
-            if offset is None:
-                return
+        self, collection: str, fields: Sequence[str] | None, where: Sequence[Match] = ()
+    ) -> Iterator[Record]:
+        """Every point (payload `fields` only, or all with None) matching `where`."""
 
-    def upsert(self, collection: str, points: Sequence[models.PointStruct]) -> None:
-        """Write points in small batches; each batch is durable when the call returns."""
-        size = self.LOCAL_WRITE_BATCH if self.local else self.SERVER_WRITE_BATCH
-        for start in range(0, len(points), size):
-            batch = list(points[start : start + size])
-            self.call(lambda c, batch=batch: c.upsert(collection, points=batch, wait=True))
+    @abstractmethod
+    def upsert(self, collection: str, points: Sequence[StoredPoint]) -> None:
+        """Write points; they are durable when the call returns."""
 
-    def delete_points(self, collection: str, ids: Sequence[str]) -> None:
-        size = self.LOCAL_WRITE_BATCH * 16
-        for start in range(0, len(ids), size):
-            selector = models.PointIdsList(points=list(ids[start : start + size]))
-            self.call(
-                lambda c, selector=selector: c.delete(
-                    collection, points_selector=selector, wait=True
-                )
-            )
+    @abstractmethod
+    def delete_points(self, collection: str, ids: Sequence[str]) -> None: ...
 
-    def query_batch(
-        self, collection: str, requests: Sequence[models.QueryRequest]
-    ) -> list[list[models.ScoredPoint]]:
-        responses = self.call(lambda c: c.query_batch_points(collection, requests=requests))
-        return [response.points for response in responses]
+    @abstractmethod
+    def query_batch(self, collection: str, searches: Sequence[Search]) -> list[list[Scored]]: ...
 
-
-def _is_transport_error(err: Exception) -> bool:
-    from qdrant_client.http.exceptions import ResponseHandlingException
-
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover - httpx comes with qdrant-client
-        return isinstance(err, ResponseHandlingException)
-    return isinstance(err, (ResponseHandlingException, httpx.TransportError, ConnectionError))
+    def optimize(self, collection: str) -> None:
+        """Build search indexes after a batch of writes (a server does this by itself)."""

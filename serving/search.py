@@ -1,7 +1,7 @@
 """The server's use of `retrieval.Retriever`: searches and re-index runs off the event loop.
 
 The Retriever's calls block (embedding, Qdrant), so they run in worker threads; one
-Retriever serves the whole process (Qdrant's local mode allows one client per folder).
+Retriever serves the whole process (the embedded index allows one process per folder).
 
 Concurrent searches share work: searches of one domain with the same `k` and mode that
 arrive while such a search runs wait for it to end and then go together, as one

@@ -213,7 +213,7 @@ def open_state_store(kind: str, data_dir: Path, qdrant: Any, collection: str) ->
     """The store the settings name: `auto` is Qdrant when `qdrant.url` is set, else the file.
 
     `qdrant` is `retrieval.settings.QdrantSettings`; the store opens its own client to the
-    server (a local-mode path allows one client per process, so the file is used there).
+    server (an embedded index folder allows one process, so the file is used there).
     """
     use_qdrant = kind == "qdrant" or (kind == "auto" and qdrant.url)
     if not use_qdrant:

@@ -37,8 +37,12 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         return dotted or None
 
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    for node in list(ast.walk(tree)):  # imports for type checkers only never run
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            node.body = []
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {known(alias.name) for alias in node.names}
         elif isinstance(node, ast.ImportFrom):

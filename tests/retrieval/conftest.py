@@ -1,4 +1,10 @@
-"""Shared fixtures: one real embedding model per session, a fresh local Qdrant per test."""
+"""Shared fixtures: one real embedding model per session, a fresh store per test.
+
+Every test that builds settings with `make_settings` runs against both store backends: the
+embedded engine (`edge`) and qdrant-client's in-memory mode standing in for a Qdrant server
+(`server`; one client per test, shared by every Retriever the test opens, like a server).
+A test for one backend only parametrizes `backend` itself.
+"""
 
 from __future__ import annotations
 
@@ -49,10 +55,38 @@ class CountingEmbedder(Embedder):
         return [text for call in self.calls for text in call]
 
 
+BACKENDS = ("edge", "server")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., RetrievalSettings]:
+def make_settings(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., RetrievalSettings]:
+    qdrant: dict[str, Any] = {"path": str(tmp_path / "qdrant")}
+    if backend == "server":
+        from qdrant_client import QdrantClient
+
+        import retrieval.store_client
+
+        shared = QdrantClient(location=":memory:")
+        real_connect = retrieval.store_client.connect
+
+        def connect(settings: Any) -> QdrantClient:
+            if settings.url != ":memory:":
+                return real_connect(settings)
+            monkeypatch.setattr(shared, "close", lambda **kwargs: None)  # the "server" stays
+            return shared
+
+        monkeypatch.setattr(retrieval.store_client, "connect", connect)
+        qdrant["url"] = ":memory:"
+
     def make(**overrides: Any) -> RetrievalSettings:
-        data: dict[str, Any] = {"qdrant": {"path": str(tmp_path / "qdrant")}}
+        data: dict[str, Any] = {"qdrant": dict(qdrant)}
         for key, value in overrides.items():
             if isinstance(value, dict):
                 data.setdefault(key, {}).update(value)

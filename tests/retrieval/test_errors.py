@@ -116,7 +116,7 @@ def test_model_that_cannot_load(make_settings: Make, embedder: Embedder, docs: P
         assert [d.name for d in retriever.domains()] == ["quokka"]
     with Retriever(make_settings(), embedder=embedder) as retriever:
         assert _snapshot(retriever) == before
-        names = [c.name for c in retriever._store.call(lambda c: c.get_collections()).collections]
+        names = retriever._store.collections()
         assert len(names) == 1
 
 
@@ -146,6 +146,7 @@ def test_model_or_chunking_change_needs_a_rebuild(
         assert retriever.search("quokka", "pouch")  # searching does not depend on chunking
 
 
+@pytest.mark.parametrize("backend", ["edge"])
 def test_index_busy_in_another_process(make_settings: Make, embedder: Embedder) -> None:
     settings = make_settings()
     path = settings.qdrant.path
@@ -154,8 +155,9 @@ def test_index_busy_in_another_process(make_settings: Make, embedder: Embedder) 
             sys.executable,
             "-c",
             (
-                "import sys; from qdrant_client import QdrantClient; "
-                f"c = QdrantClient(path={str(path)!r}); print('ready', flush=True); "
+                "import sys; from retrieval.settings import QdrantSettings; "
+                "from retrieval.store_edge import EdgeStore; "
+                f"s = EdgeStore(QdrantSettings(path={str(path)!r})); print('ready', flush=True); "
                 "sys.stdin.read()"
             ),
         ],
@@ -175,6 +177,7 @@ def test_index_busy_in_another_process(make_settings: Make, embedder: Embedder) 
             Retriever(settings, embedder=embedder)  # a second client in this process
 
 
+@pytest.mark.parametrize("backend", ["edge"])
 def test_unreachable_qdrant_url(make_settings: Make) -> None:
     settings = make_settings(qdrant={"url": "http://127.0.0.1:9", "timeout_s": 2})
     with pytest.raises(

@@ -1,7 +1,8 @@
-"""Index a real corpus into real Qdrant local mode and search it with the real model."""
+"""Index a real corpus into each store backend and search it with the real model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from retrieval import (
     InvalidDomainError,
     Retriever,
 )
+from retrieval.embedding import Embedder
 from retrieval.indexer import point_id
 from retrieval.prompt import render_context
+from retrieval.settings import RetrievalSettings
 from tests.retrieval.corpus import QUERIES
 
 ALL_DOCS = sorted(QUERIES)
@@ -155,8 +158,44 @@ def test_drop_removes_the_domain(indexed: Retriever) -> None:
     collection = indexed.info("quokka").collection
     indexed.drop("quokka")
     assert not indexed.has_domain("quokka") and indexed.domains() == []
-    assert collection not in [
-        c.name for c in indexed._store.call(lambda c: c.get_collections()).collections
-    ]
+    assert collection not in indexed._store.collections()
     with pytest.raises(DomainNotFoundError):
         indexed.drop("quokka")
+
+
+def test_repeated_queries_come_from_the_query_cache(
+    embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[list[str]] = []
+    real = Embedder._encode
+
+    def counting(self: Embedder, texts: list[str]):
+        encoded.append(list(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(Embedder, "_encode", counting)
+    embedder.clear_query_cache()
+    first = embedder.embed_queries(["what is a pouch", "what is a hop", "what is a pouch"])
+    again = embedder.embed_queries(["what is a hop", "new question"])
+    assert encoded == [["what is a pouch", "what is a hop"], ["new question"]]
+    assert (first[0] == first[2]).all() and (again[0] == first[1]).all()
+    assert again.shape == (2, embedder.dimension)
+
+
+@pytest.mark.parametrize("backend", ["edge"])
+def test_searches_and_filters_after_the_engine_optimised_the_collection(
+    make_settings: Callable[..., RetrievalSettings], embedder: Embedder, docs: Path
+) -> None:
+    settings = make_settings(qdrant={"hnsw_min_points": 0})  # optimise after every run
+    with Retriever(settings, embedder=embedder) as retriever:
+        retriever.index("quokka", docs)
+        (docs / "glossary.txt").unlink()
+        retriever.index("quokka", docs)  # deletes, then optimises again
+        for mode in ("hybrid", "dense", "sparse"):
+            for doc_id, query in QUERIES.items():
+                if doc_id != "glossary.txt":
+                    hit = retriever.search("quokka", query, k=1, mode=mode)[0]  # type: ignore[arg-type]
+                    assert hit.doc_id == doc_id, (mode, query)
+        guides = retriever.search("quokka", "Quokka", k=20, source_prefix="guides")
+        assert {h.doc_id for h in guides} == {"guides/install.md", "guides/backup.md"}
+        assert retriever.info("quokka").documents == len(QUERIES) - 1
