@@ -20,6 +20,16 @@ def _adapter_dir(tmp_path: Path, name: str) -> Path:
     return folder
 
 
+async def _serving_v1(
+    tmp_path: Path, max_adapters: int | None = None, metrics: Metrics | None = None, **options
+) -> tuple[FakeEngine, AdapterRegistry]:
+    """A fake engine and a registry serving version 1 of `acme`."""
+    engine = FakeEngine() if max_adapters is None else FakeEngine(max_adapters=max_adapters)
+    registry = AdapterRegistry(engine, metrics or Metrics(), **options)
+    await registry.put("acme", 1, _adapter_dir(tmp_path, "v1"))
+    return engine, registry
+
+
 async def _generate(engine: FakeEngine, registry: AdapterRegistry, name: str | None) -> str:
     lease = registry.lease(name)
     assert lease is not None
@@ -32,9 +42,7 @@ async def _generate(engine: FakeEngine, registry: AdapterRegistry, name: str | N
 
 def test_replace_keeps_running_requests_on_their_version(tmp_path: Path) -> None:
     async def scenario() -> None:
-        engine = FakeEngine(max_adapters=2)
-        registry = AdapterRegistry(engine, Metrics())
-        await registry.put("acme", 1, _adapter_dir(tmp_path, "v1"))
+        engine, registry = await _serving_v1(tmp_path, max_adapters=2)
         engine.hold = asyncio.Event()
         running = asyncio.create_task(_generate(engine, registry, "acme"))
         while engine.started_requests < 1:
@@ -59,9 +67,7 @@ def test_replace_keeps_running_requests_on_their_version(tmp_path: Path) -> None
 
 def test_unload_lets_running_requests_finish(tmp_path: Path) -> None:
     async def scenario() -> None:
-        engine = FakeEngine()
-        registry = AdapterRegistry(engine, Metrics())
-        await registry.put("acme", 1, _adapter_dir(tmp_path, "v1"))
+        engine, registry = await _serving_v1(tmp_path)
         engine.hold = asyncio.Event()
         running = asyncio.create_task(_generate(engine, registry, "acme"))
         while engine.started_requests < 1:
@@ -129,9 +135,7 @@ def test_load_waits_for_a_version_being_removed(tmp_path: Path) -> None:
 
 def test_load_fails_at_once_when_full_with_nothing_draining(tmp_path: Path) -> None:
     async def scenario() -> None:
-        engine = FakeEngine(max_adapters=1)
-        registry = AdapterRegistry(engine, Metrics())
-        await registry.put("acme", 1, _adapter_dir(tmp_path, "v1"))
+        _, registry = await _serving_v1(tmp_path, max_adapters=1)
         with pytest.raises(AdapterCapacityError, match="slots are in use"):
             await registry.put("other", 1, _adapter_dir(tmp_path, "o1"))
         assert registry.names() == ["acme"]
@@ -141,9 +145,7 @@ def test_load_fails_at_once_when_full_with_nothing_draining(tmp_path: Path) -> N
 
 def test_failed_load_leaves_the_current_version(tmp_path: Path) -> None:
     async def scenario() -> None:
-        engine = FakeEngine()
-        registry = AdapterRegistry(engine, Metrics())
-        await registry.put("acme", 1, _adapter_dir(tmp_path, "v1"))
+        engine, registry = await _serving_v1(tmp_path)
         with pytest.raises(Exception, match="not an adapter"):
             await registry.put("acme", 2, tmp_path / "missing")
         assert registry.current("acme").version == 1
