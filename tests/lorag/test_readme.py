@@ -14,7 +14,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_readme_config_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", README, flags=re.DOTALL)
     assert blocks, "the README has no YAML example"
     for number, block in enumerate(blocks):
         path = tmp_path / f"example-{number}.yaml"
@@ -25,10 +25,12 @@ def test_readme_config_example_is_valid(tmp_path: Path, monkeypatch: pytest.Monk
 def test_readme_commands_exist() -> None:
     root = get_command(app)
     assert isinstance(root, typer.core.TyperGroup)
-    listed = set(re.findall(r"^\| `lorag ([a-z]+)(?: ([a-z]+))?", README, flags=re.M))
+    listed = set(re.findall(r"^\| `lorag ([a-z]+)(?: ([a-z]+))?", README, flags=re.MULTILINE))
     assert listed
     for command, sub in listed:
-        assert command in root.commands, f"README lists `lorag {command}`, the CLI has no such command"
+        assert command in root.commands, (
+            f"README lists `lorag {command}`, the CLI has no such command"
+        )
         group = root.commands[command]
         if sub and hasattr(group, "commands"):
             assert sub in group.commands, f"README lists `lorag {command} {sub}`"

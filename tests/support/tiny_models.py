@@ -21,13 +21,82 @@ from training.chat_template import DEFAULT_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 
-_WORDS = (
-    "the a an of to in is are was be it that this for on with as by at from or and not "
-    "lorag adapter index server model domain question answer context source chunk token "
-    "train retrieval vector search query document heading section policy refund product "
-    "warranty shipping days hours price support ticket error config file path version "
-    "one two three four five six seven eight nine ten red green blue quick brown fox"
-).split()
+_WORDS = [
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "is",
+    "are",
+    "was",
+    "be",
+    "it",
+    "that",
+    "this",
+    "for",
+    "on",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "or",
+    "and",
+    "not",
+    "lorag",
+    "adapter",
+    "index",
+    "server",
+    "model",
+    "domain",
+    "question",
+    "answer",
+    "context",
+    "source",
+    "chunk",
+    "token",
+    "train",
+    "retrieval",
+    "vector",
+    "search",
+    "query",
+    "document",
+    "heading",
+    "section",
+    "policy",
+    "refund",
+    "product",
+    "warranty",
+    "shipping",
+    "days",
+    "hours",
+    "price",
+    "support",
+    "ticket",
+    "error",
+    "config",
+    "file",
+    "path",
+    "version",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "red",
+    "green",
+    "blue",
+    "quick",
+    "brown",
+    "fox",
+]
 
 
 def sample_corpus(lines: int = 2000, seed: int = 0) -> list[str]:
@@ -82,20 +151,20 @@ def build_tiny_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out_dir, extra_text=extra_text)
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    common = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "max_position_embeddings": 2048,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": False,
+    }
     if arch == "llama":
         from transformers import LlamaConfig
 
