@@ -349,6 +349,9 @@ def evaluate_merged(names: list[str]) -> None:
 
     from retrieval import Retriever
 
+    chat = [n for n in names if _config(RECIPES[n]).model.prompt_layout != "completion"]
+    if chat:
+        raise SystemExit(f"eval-merged asks in the completion layout only; use eval for {chat}")
     tokenizer = AutoTokenizer.from_pretrained(_model_dir())
     prompt_file = WORK / "merged" / "prompts.json"
     prompt_file.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,13 @@ class RaftSettings(BaseModel):
         ),
     )
     samples_per_pair: int = Field(
-        1, ge=1, le=20, description="samples built per pair, each with its own random draws"
+        1,
+        ge=1,
+        le=20,
+        description=(
+            "samples built per pair, each with its own random draws (in retrieved order the "
+            "extra ones show the served passages reordered)"
+        ),
     )
     cite: bool = Field(True, description="end answers with the gold passage's number, like [2]")
     cite_first: bool = Field(
