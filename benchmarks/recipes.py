@@ -90,6 +90,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "model": {"prompt_layout": "completion"},
         "training": {"max_steps": 80},
     },
+    "completion-lr2e-3": {
+        "model": {"prompt_layout": "completion"},
+        "training": {"learning_rate": 2e-3},
+    },
+    "completion-seed1": {  # the demo's recipe with other draws and another order: the noise
+        "model": {"prompt_layout": "completion"},
+        "training": {"seed": 1},
+        "raft": {"seed": 1},
+    },
     "completion-all-layers": {
         "model": {"prompt_layout": "completion"},
         "lora": {

@@ -10,6 +10,8 @@ in seconds instead of retrying the network for a minute.
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -18,10 +20,18 @@ from typing import Any
 import numpy as np
 
 from retrieval.errors import EmbeddingModelError
+from retrieval.query_encoder import OnnxQueryEncoder
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 QUERY_CACHE_SIZE = 1024  # query vectors kept (1.5 KiB each for 384 dimensions)
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def default_onnx_cache() -> Path:
+    """$XDG_CACHE_HOME/lorag/onnx (~/.cache/lorag/onnx): not the model's own, maybe read-only, folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lorag" / "onnx"
 
 
 def model_id_of(name: str) -> str:
@@ -58,12 +68,23 @@ class Embedder:
     another thread encodes with it.
     """
 
-    def __init__(self, model: str, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: str,
+        device: str = "cpu",
+        batch_size: int = 64,
+        query_backend: str = "onnx",
+        onnx_cache_dir: Path | None = None,
+    ) -> None:
         self.name = model
         self.model_id = model_id_of(model)
         self.device = device
         self.batch_size = batch_size
+        self.query_backend = query_backend
+        self.onnx_cache_dir = onnx_cache_dir
         self._model: Any = None
+        self._query_encoder: OnnxQueryEncoder | None = None
+        self._query_encoder_tried = False
         self._chunk_tokenizer: Any = None
         self._load_lock = threading.Lock()
         self._query_lock = threading.Lock()
@@ -118,6 +139,31 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def _onnx_queries(self) -> OnnxQueryEncoder | None:
+        """The ONNX query encoder when configured and possible; None means PyTorch."""
+        if self.query_backend != "onnx" or self.device != "cpu" or self._query_encoder_tried:
+            return self._query_encoder
+        self._query_encoder_tried = True
+        model = self.load()
+        location = Path(_resolve_location(self.name))
+        cache = self.onnx_cache_dir or default_onnx_cache()
+        try:
+            if not location.is_dir():
+                raise FileNotFoundError(f"{self.name!r} is not a local model folder")
+            self._query_encoder = OnnxQueryEncoder.load(model, location, cache)
+        except Exception as err:  # noqa: BLE001 - queries stay on PyTorch, which always works
+            log.warning(
+                "query embedding stays on PyTorch (retrieval.embedding.query_backend=onnx "
+                "could not be used: %s: %s)",
+                type(err).__name__,
+                err,
+            )
+        return self._query_encoder
+
+    def _encode_queries(self, texts: list[str]) -> np.ndarray:
+        onnx = self._onnx_queries()
+        return onnx.encode(texts) if onnx is not None else self._encode(texts)
+
     def embed_documents(self, texts: list[str]) -> np.ndarray:
         """Unit-length vectors for chunk texts, shape (len(texts), dimension)."""
         with self._document_lock:
@@ -131,12 +177,13 @@ class Embedder:
         """Unit-length vectors for queries, shape (len(texts), dimension).
 
         Repeated questions (retries, evals, popular questions) come from a small LRU cache:
-        a hit costs microseconds instead of a model call of about 10 ms on 2 cores.
+        a hit costs microseconds instead of a model call (`query_backend`: ONNX Runtime on one
+        thread, or PyTorch).
         """
         with self._query_lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._query_cache))
             if missing:
-                for text, vector in zip(missing, self._encode(missing), strict=True):
+                for text, vector in zip(missing, self._encode_queries(missing), strict=True):
                     self._query_cache[text] = vector
             rows = []
             for text in texts:

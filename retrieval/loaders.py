@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -82,8 +82,17 @@ class ScanSkip:
     transient: bool = False
 
 
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+# Bumped when a parser's output changes, so that an incremental `lorag index` re-chunks the
+# documents it affects (the version is part of their content hash) and leaves the rest alone.
+PARSER_VERSIONS: dict[DocKind, str] = {"html": "html-2"}
+
+
+def content_hash(data: bytes, kind: DocKind | None = None) -> str:
+    """SHA-256 of a file's bytes, salted with its parser's version where it has one."""
+    digest = hashlib.sha256(data)
+    if kind in PARSER_VERSIONS:
+        digest.update(b"\x00parser:" + PARSER_VERSIONS[kind].encode())
+    return digest.hexdigest()
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -128,7 +137,7 @@ def scan_folder(root: Path, max_bytes: int) -> tuple[list[SourceFile], list[Scan
         if kind != "pdf" and b"\x00" in data[:_BINARY_PROBE]:
             skipped.append(ScanSkip(doc_id, "binary content in a text file"))
             continue
-        found.append(SourceFile(doc_id, path, kind, data, content_hash(data)))
+        found.append(SourceFile(doc_id, path, kind, data, content_hash(data, kind)))
     return found, skipped
 
 
@@ -267,6 +276,21 @@ _BLOCK_TAGS = {
     "figure", "figcaption", "details", "summary",
 }  # fmt: skip
 _HEADING_MARK = "\x00H"
+_CODE_MARK = "\x00C"  # starts each line of a <pre> block: kept as written, indentation too
+# Site chrome that repeats on every page (menus, page tables of contents, prev/next bars,
+# breadcrumbs): it matches every query a little and dilutes the page's own words.
+_CHROME_TAGS = ["nav", "aside", "script", "style", "noscript", "template", "head", "svg"]
+_CHROME_ROLES = {"navigation", "banner", "contentinfo", "search"}
+_CHROME_CLASSES = {
+    "nav", "navbar", "navheader", "navfooter", "navigation", "toc", "breadcrumb",
+    "breadcrumbs", "sidebar", "sidenav", "menu", "skip-link", "skiplink", "headerlink",
+}  # fmt: skip
+
+
+def _is_chrome(element: Any) -> bool:
+    role = str(element.get("role", "")).lower()
+    classes = {str(c).lower() for c in element.get("class") or []}
+    return role in _CHROME_ROLES or bool(classes & _CHROME_CLASSES)
 
 
 def _parse_html(text: str) -> tuple[list[Section], list[str]]:
@@ -277,9 +301,15 @@ def _parse_html(text: str) -> tuple[list[Section], list[str]]:
     for meta in soup.find_all("meta"):
         if str(meta.get("name", "")).lower() == "keywords":
             tags = _tags_of(str(meta.get("content", "")))
-    for element in soup(["script", "style", "noscript", "template", "head", "svg"]):
+    for element in soup(_CHROME_TAGS):
         element.decompose()
+    for element in [e for e in soup.find_all(True) if _is_chrome(e)]:
+        if not element.decomposed:  # not already gone with an enclosing element
+            element.decompose()
     body = soup.body or soup
+    for pre in body.find_all("pre"):
+        code = pre.get_text().strip("\n")
+        pre.replace_with("\n" + "\n".join(_CODE_MARK + line for line in code.split("\n")) + "\n")
     # Headings become marker lines and block elements get line breaks, so that one pass of
     # get_text() yields the text in reading order with the heading structure still visible.
     for heading in body.find_all(re.compile(r"^h[1-6]$")):
@@ -293,7 +323,14 @@ def _parse_html(text: str) -> tuple[list[Section], list[str]]:
     current: list[str] = []
 
     def flush() -> None:
-        content = _normalise_space("\n".join(" ".join(line.split()) for line in current))
+        content = _normalise_space(
+            "\n".join(
+                line.removeprefix(_CODE_MARK)
+                if line.startswith(_CODE_MARK)
+                else " ".join(line.split())
+                for line in current
+            )
+        )
         if content:
             sections.append(Section(tuple(title for _, title in stack), content))
         current.clear()

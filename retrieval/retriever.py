@@ -62,7 +62,11 @@ class Retriever:
                 f"{embedding.model!r}"
             )
         self._embedder = embedder or Embedder(
-            embedding.model, device=embedding.device, batch_size=embedding.batch_size
+            embedding.model,
+            device=embedding.device,
+            batch_size=embedding.batch_size,
+            query_backend=embedding.query_backend,
+            onnx_cache_dir=embedding.onnx_cache_dir,
         )
         self._encoder = SparseEncoder()
         self._store = open_store(self.settings.qdrant)

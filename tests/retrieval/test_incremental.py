@@ -10,6 +10,7 @@ import pytest
 
 from retrieval import IndexBusyError, Retriever
 from retrieval.embedding import Embedder
+from retrieval.loaders import PARSER_VERSIONS
 from retrieval.settings import RetrievalSettings
 from tests.retrieval.conftest import CountingEmbedder
 from tests.retrieval.corpus import QUERIES
@@ -32,6 +33,21 @@ def _assert_consistent(retriever: Retriever, expected_docs: set[str]) -> None:
         assert sorted(c["chunk_index"] for c in chunks) == list(range(chunks[0]["chunk_count"]))
     assert retriever.info("quokka").documents == len(expected_docs)
     assert retriever.info("quokka").chunks == len(points)
+
+
+def test_a_new_html_parser_version_reindexes_html_only(
+    retriever: Retriever, docs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retriever.index("quokka", docs)
+    monkeypatch.setitem(PARSER_VERSIONS, "html", "html-next")
+
+    report = retriever.index("quokka", docs)
+
+    assert report.updated == ["reference/api.html"] and not report.added and not report.deleted
+    assert sorted(report.unchanged) == [
+        "glossary.txt", "guides/backup.md", "guides/install.md", "manual.pdf"
+    ]  # fmt: skip
+    _assert_consistent(retriever, {*report.unchanged, *report.updated})
 
 
 def test_edit_delete_and_add_files(

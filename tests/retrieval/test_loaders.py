@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from retrieval.loaders import LoaderError, SourceFile, parse_document, scan_folder
+from retrieval.loaders import (
+    PARSER_VERSIONS,
+    LoaderError,
+    SourceFile,
+    content_hash,
+    parse_document,
+    scan_folder,
+)
 from tests.retrieval.corpus import API_HTML, INSTALL_MD, MANUAL_PAGES, minimal_pdf
 
 
@@ -48,6 +56,34 @@ def test_html_sections_tags_and_reading_order() -> None:
     assert "600 requests per minute" in document.sections[1].text
     assert "Use the cursor parameter." in document.sections[2].text
     assert all("tracking" not in s.text for s in document.sections)
+
+
+DOCBOOK_HTML = """<html><body>
+<table class="nav" width="100%"><tr><td><a href="prev.html">Prev</a></td>
+<td>Valgrind User Manual</td><td><a href="next.html">Next</a></td></tr></table>
+<nav><ul><li>Home</li><li>Downloads</li></ul></nav>
+<div class="chapter"><h1>Memcheck</h1>
+<div class="toc"><p>Table of Contents</p><dl><dt>4.1. Overview</dt></dl></div>
+<p>Memcheck is a memory error detector.</p>
+<pre class="programlisting">int main(void)
+{
+    int *x = malloc(10);
+    return x[10];
+}</pre>
+<div role="navigation"><a href="index.html">Up</a></div>
+</div></body></html>"""
+
+
+def test_html_drops_site_chrome_and_keeps_code_blocks_as_written() -> None:
+    document = parse_document(_source("mc.html", DOCBOOK_HTML.encode(), "html"))
+    text = "\n".join(s.text for s in document.sections)
+    for chrome in ("Prev", "Next", "Downloads", "Table of Contents", "4.1. Overview", "Up"):
+        assert chrome not in text.split(), chrome
+    assert [s.heading for s in document.sections] == ["Memcheck"]
+    assert document.sections[0].text == (
+        "Memcheck is a memory error detector.\n\n"
+        "int main(void)\n{\n    int *x = malloc(10);\n    return x[10];\n}"
+    )
 
 
 def test_pdf_pages_become_sections() -> None:
@@ -92,7 +128,15 @@ def test_scan_reports_each_bad_file_and_keeps_the_good_ones(tmp_path: Path) -> N
     assert reasons["huge.md"].reason.startswith("too large (0.0 MB > 0.0 MB limit")
     assert reasons["dangling.md"].reason.startswith("unreadable: ")
     assert reasons["dangling.md"].transient and not reasons["huge.md"].transient
-    assert found[0].content_hash == found[0].content_hash and len(found[0].content_hash) == 64
+    assert found[0].content_hash == hashlib.sha256(b"# Good\n\nFine text.\n").hexdigest()
+
+
+def test_html_hash_carries_the_parser_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"<p>same bytes</p>"
+    before = content_hash(data, "html")
+    assert before != content_hash(data) and content_hash(data, "markdown") == content_hash(data)
+    monkeypatch.setitem(PARSER_VERSIONS, "html", "html-next")
+    assert content_hash(data, "html") != before
 
 
 def test_non_utf8_text_is_rejected() -> None:

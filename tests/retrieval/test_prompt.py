@@ -29,7 +29,10 @@ class P:
     text: str
 
 
-PASSAGES = [P("setup/power.md", "PoE", "The R7 draws 120 W over PoE++."), P("faq.md", "", "Red LED: fault.")]
+PASSAGES = [
+    P("setup/power.md", "PoE", "The R7 draws 120 W over PoE++."),
+    P("faq.md", "", "Red LED: fault."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +41,15 @@ def tokenizer(tmp_path_factory):
 
 
 def test_completion_layout_is_plain_text_ending_in_the_answer_cue():
-    messages = build_messages([{"role": "user", "content": "How much power?"}], PASSAGES, "Be brief.")
-    (text, is_answer), = completion_segments(messages)
+    messages = build_messages(
+        [{"role": "user", "content": "How much power?"}], PASSAGES, "Be brief."
+    )
+    ((text, is_answer),) = completion_segments(messages)
     assert not is_answer
     assert text.startswith("Be brief.\n\nAnswer the question using the context below.")
-    assert "Context:\n[1] setup/power.md > PoE\nThe R7 draws 120 W over PoE++.\n\n[2] faq.md\n" in text
+    assert (
+        "Context:\n[1] setup/power.md > PoE\nThe R7 draws 120 W over PoE++.\n\n[2] faq.md\n" in text
+    )
     assert text.endswith("\n\nQuestion: How much power?" + ANSWER_CUE)
     assert "<start_of_turn>" not in text
 
@@ -78,15 +85,22 @@ def test_served_prompt_is_the_training_sample_prefix_token_for_token(tokenizer):
 
 def test_multi_line_answers_are_refused_with_the_reason():
     with pytest.raises(PromptLayoutError, match="first newline.*prompt_layout: chat"):
-        check_one_line_answers([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a\nb"}])
-    check_one_line_answers([{"role": "user", "content": "q"}, {"role": "assistant", "content": " a \n"}])
+        check_one_line_answers(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a\nb"}]
+        )
+    check_one_line_answers(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": " a \n"}]
+    )
 
 
 def test_few_shot_prompt_holds_each_shot_with_its_context_then_the_question():
     text = render_few_shot([("Shot q?", PASSAGES[:1], "120  W")], "Real q?", PASSAGES[1:])
     blocks = text.split("\n\n")
     assert blocks[0].startswith("Answer each question")
-    assert "Context:\n[1] setup/power.md > PoE\nThe R7 draws 120 W over PoE++.\n\nQuestion: Shot q?\nAnswer: 120 W" in text
+    assert (
+        "Context:\n[1] setup/power.md > PoE\nThe R7 draws 120 W over PoE++.\n\nQuestion: Shot q?\nAnswer: 120 W"
+        in text
+    )
     assert text.endswith("Context:\n[1] faq.md\nRed LED: fault.\n\nQuestion: Real q?\nAnswer:")
     assert text.count("Question:") == 2
 

@@ -167,13 +167,13 @@ def test_repeated_queries_come_from_the_query_cache(
     embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encoded: list[list[str]] = []
-    real = Embedder._encode
+    real = Embedder._encode_queries
 
     def counting(self: Embedder, texts: list[str]):
         encoded.append(list(texts))
         return real(self, texts)
 
-    monkeypatch.setattr(Embedder, "_encode", counting)
+    monkeypatch.setattr(Embedder, "_encode_queries", counting)
     embedder.clear_query_cache()
     first = embedder.embed_queries(["what is a pouch", "what is a hop", "what is a pouch"])
     again = embedder.embed_queries(["what is a hop", "new question"])

@@ -1,0 +1,92 @@
+"""The ONNX query encoder gives sentence-transformers' vectors, caches its export, and falls
+back to PyTorch when it cannot be used."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval import query_encoder
+from retrieval.embedding import Embedder, _resolve_location
+from retrieval.query_encoder import OnnxQueryEncoder, cache_key
+
+QUESTIONS = [
+    "What is the default value of --leak-check?",
+    "How do I reset the router to factory settings?",
+    "x",
+    "memory " * 400,  # longer than the model's 256 tokens: truncated the same way
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(cache: Path) -> Embedder:
+    embedder = Embedder("all-MiniLM-L6-v2", query_backend="onnx", onnx_cache_dir=cache)
+    embedder.embed_queries(QUESTIONS[:1])  # exports once for the module
+    return embedder
+
+
+def test_onnx_vectors_match_sentence_transformers(onnx_embedder: Embedder) -> None:
+    assert onnx_embedder._query_encoder is not None
+    onnx_embedder.clear_query_cache()
+    together = onnx_embedder.embed_queries(QUESTIONS)  # one padded batch
+    reference = onnx_embedder._encode(QUESTIONS)  # sentence-transformers on PyTorch
+    assert together.shape == reference.shape == (len(QUESTIONS), 384)
+    np.testing.assert_allclose(together, reference, atol=1e-5)
+    onnx_embedder.clear_query_cache()
+    alone = np.stack([onnx_embedder.embed_queries([q])[0] for q in QUESTIONS])
+    np.testing.assert_allclose(alone, reference, atol=1e-5)
+
+
+def test_the_export_is_cached_and_keyed_by_the_model_files(
+    onnx_embedder: Embedder, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [exported] = cache.glob("*.onnx")
+    assert not list(cache.glob("*.tmp"))
+
+    def no_export(*args: object) -> bytes:
+        raise AssertionError("exported again although the cache holds the model")
+
+    monkeypatch.setattr(query_encoder, "_export", no_export)
+    model_dir = Path(_resolve_location("all-MiniLM-L6-v2"))
+    again = OnnxQueryEncoder.load(onnx_embedder.load(), model_dir, cache)
+    np.testing.assert_allclose(
+        again.encode(QUESTIONS[:2]), onnx_embedder._encode(QUESTIONS[:2]), atol=1e-5
+    )
+    assert list(cache.glob("*.onnx")) == [exported]
+
+    copy = tmp_path / "model"
+    copy.mkdir()
+    (copy / "config.json").write_text("{}")
+    before = cache_key(copy)
+    (copy / "config.json").write_text('{"changed": true}')
+    assert cache_key(copy) != before
+
+
+def test_a_model_it_cannot_export_stays_on_pytorch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(query_encoder, "_export", broken)
+    embedder = Embedder("all-MiniLM-L6-v2", query_backend="onnx", onnx_cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        vectors = embedder.embed_queries(QUESTIONS[:2])
+    assert embedder._query_encoder is None
+    assert "query embedding stays on PyTorch" in caplog.text and "exporter exploded" in caplog.text
+    np.testing.assert_allclose(vectors, embedder._encode(QUESTIONS[:2]), atol=1e-6)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_torch_backend_never_exports(tmp_path: Path) -> None:
+    embedder = Embedder("all-MiniLM-L6-v2", query_backend="torch", onnx_cache_dir=tmp_path)
+    embedder.embed_queries(QUESTIONS[:1])
+    assert embedder._query_encoder is None and not list(tmp_path.iterdir())
