@@ -42,16 +42,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "chunk128": {"chunking": {"max_tokens": 128, "overlap_tokens": 24}},
     "chunk64": {"chunking": {"max_tokens": 64, "overlap_tokens": 10}},
+    "rrf61": {"rrf_k": 61.0},
+    "rrf61-chunk128": {"rrf_k": 61.0, "chunking": {"max_tokens": 128, "overlap_tokens": 24}},
 }
+EXAMPLES = ("acme-router", "northwind-policies")  # the example domains must not get worse
 
 
 def _settings(variant: str):
     from retrieval.settings import RetrievalSettings
 
-    raw: dict[str, Any] = {"qdrant": {"path": str(WORK / f"qdrant-{variant}")}}
+    raw: dict[str, Any] = {}
     for key, value in VARIANTS[variant].items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return RetrievalSettings(**raw)
+    chunking = RetrievalSettings(**raw).chunking  # one index per chunking, shared by variants
+    folder = f"qdrant-{chunking.max_tokens}-{chunking.overlap_tokens}"
+    return RetrievalSettings(**raw, qdrant={"path": str(WORK / folder)})
 
 
 def _doc_metrics(ranked_docs: list[list[str]], gold: list[tuple[str, ...]]) -> dict[str, float]:
@@ -143,6 +148,12 @@ def run_variant(variant: str, with_baselines: bool) -> list[tuple[str, dict[str,
             rows.append(
                 (f"lorag {run.mode} [{variant}]", {**summary, "ms": statistics.median(latencies)})
             )
+        for domain in EXAMPLES:
+            retriever.index(domain, ROOT / "examples" / domain / "docs")
+            examples = load_eval_set(ROOT / "examples" / domain / "qa" / "heldout.jsonl")
+            [run] = evaluate_retrieval(retriever, domain, examples, ["hybrid"], K_VALUES, RANK_K)
+            summary = {k: float(v) for k, v in run.summary.items() if v is not None}
+            rows.append((f"lorag hybrid [{variant}] {domain}", {**summary, "ms": float("nan")}))
         if with_baselines:
             rows += [
                 (f"{name} [{variant}]", m)

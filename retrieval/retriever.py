@@ -263,7 +263,9 @@ class Retriever:
         for request in requests:
             points = []
             if request is not None and is_hybrid(request):
-                points = rrf([next(answer_iter), next(answer_iter)], request.limit)
+                points = rrf(
+                    [next(answer_iter), next(answer_iter)], request.limit, self.settings.rrf_k
+                )
             elif request is not None:
                 points = next(answer_iter)
             results.append([_hit(point.payload, point.score, version) for point in points])

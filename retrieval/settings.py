@@ -94,3 +94,10 @@ class RetrievalSettings(BaseModel):
     mode: SearchMode = Field(
         "hybrid", description="default search mode: dense + sparse fused, or one"
     )
+    rrf_k: float = Field(
+        2.0,
+        gt=0,
+        description="hybrid fusion: a hit at 0-based rank r in the dense or the sparse list "
+        "scores 1 / (rrf_k + r); 2 is Qdrant's default, 61 is the textbook RRF (k=60 over "
+        "1-based ranks), where agreement between the lists weighs more than either's top hit",
+    )
