@@ -99,6 +99,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "training": {"seed": 1},
         "raft": {"seed": 1},
     },
+    "completion-all-layers-seed1": {  # the same recipe, other draws and order: its noise
+        "model": {"prompt_layout": "completion"},
+        "training": {"seed": 1},
+        "raft": {"seed": 1},
+        "lora": {
+            "target_modules": r".*\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
+        },
+    },
     "completion-all-layers": {
         "model": {"prompt_layout": "completion"},
         "lora": {
