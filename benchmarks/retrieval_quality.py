@@ -165,6 +165,8 @@ def run_variant(variant: str, with_baselines: bool) -> list[tuple[str, dict[str,
 def main() -> None:
     import corpus
 
+    from eval.dataset import load_eval_set
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
     parser.add_argument("--no-baselines", action="store_true")
@@ -176,7 +178,7 @@ def main() -> None:
         rows += run_variant(variant, not args.no_baselines)
     keys = [*(f"recall@{k}" for k in K_VALUES), f"mrr@{RANK_K}", "answer_in_context@5"]
     print(
-        f"\n{len(load_questions())} questions, document-level metrics; ms = p50 per query "
+        f"\n{len(load_eval_set(QUESTIONS))} questions, document-level metrics; ms = p50 per query "
         "(lorag: one search call, query embedding included; baselines: batch time / query)"
     )
     print("| configuration | " + " | ".join(keys) + " | ms |")
@@ -184,12 +186,6 @@ def main() -> None:
     for name, m in rows:
         cells = [f"{m[k]:.3f}" if k in m else "–" for k in keys]
         print(f"| {name} | " + " | ".join(cells) + f" | {m['ms']:.1f} |")
-
-
-def load_questions() -> list[Any]:
-    from eval.dataset import load_eval_set
-
-    return load_eval_set(QUESTIONS)
 
 
 if __name__ == "__main__":

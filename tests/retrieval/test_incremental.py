@@ -21,9 +21,11 @@ def _points(retriever: Retriever, domain: str = "quokka") -> list[dict]:
     return [r.payload or {} for r in retriever._store.scroll(alias, None)]
 
 
-def _assert_consistent(retriever: Retriever, expected_docs: set[str]) -> None:
+def _assert_consistent(
+    retriever: Retriever, expected_docs: set[str], domain: str = "quokka"
+) -> None:
     """Each document is there once: one content version, chunks 0..n-1, no duplicates."""
-    points = _points(retriever)
+    points = _points(retriever, domain)
     by_doc: dict[str, list[dict]] = {}
     for payload in points:
         by_doc.setdefault(payload["doc_id"], []).append(payload)
@@ -31,8 +33,8 @@ def _assert_consistent(retriever: Retriever, expected_docs: set[str]) -> None:
     for doc_id, chunks in by_doc.items():
         assert len({c["content_hash"] for c in chunks}) == 1, doc_id
         assert sorted(c["chunk_index"] for c in chunks) == list(range(chunks[0]["chunk_count"]))
-    assert retriever.info("quokka").documents == len(expected_docs)
-    assert retriever.info("quokka").chunks == len(points)
+    assert retriever.info(domain).documents == len(expected_docs)
+    assert retriever.info(domain).chunks == len(points)
 
 
 def test_a_new_html_parser_version_reindexes_html_only(

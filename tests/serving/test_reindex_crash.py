@@ -21,6 +21,7 @@ import yaml
 from retrieval import Retriever
 from retrieval.settings import RetrievalSettings
 from serving.process import ServerProcess, free_port, group_members
+from tests.retrieval.test_incremental import _assert_consistent
 from tests.serving.conftest import ADMIN, ADMIN_KEY, CHAT_KEY, DOCUMENTS, wait_for_job
 from tests.support.tiny_models import build_tiny_model
 
@@ -80,21 +81,6 @@ def _reindex(http: httpx.Client) -> dict:
     return wait_for_job(http, job.json()["id"], timeout_s=300)
 
 
-def _points(retriever: Retriever) -> list[dict]:
-    alias = retriever._store.alias_of("acme")
-    return [r.payload or {} for r in retriever._store.scroll(alias, None)]
-
-
-def _assert_complete(retriever: Retriever, expected: set[str]) -> None:
-    by_doc: dict[str, list[dict]] = {}
-    for payload in _points(retriever):
-        by_doc.setdefault(payload["doc_id"], []).append(payload)
-    assert set(by_doc) == expected
-    for doc_id, chunks in by_doc.items():
-        assert len({c["content_hash"] for c in chunks}) == 1, doc_id
-        assert sorted(c["chunk_index"] for c in chunks) == list(range(chunks[0]["chunk_count"]))
-
-
 def test_server_killed_during_a_reindex_job(tmp_path: Path) -> None:
     model = build_tiny_model(tmp_path / "tiny")
     qdrant = tmp_path / "qdrant"
@@ -139,7 +125,7 @@ def test_server_killed_during_a_reindex_job(tmp_path: Path) -> None:
                     # Reopened: the previous index, whole and searchable.
                     settings = RetrievalSettings(qdrant={"path": str(qdrant)})
                     with Retriever(settings) as retriever:
-                        _assert_complete(retriever, set(DOCUMENTS))
+                        _assert_consistent(retriever, set(DOCUMENTS), "acme")
                         hits = retriever.search("acme", "How many days for a refund?", k=3)
                         assert hits and hits[0].doc_id == "refunds.md"
                 else:  # restarted on the same folders: a re-index completes the job
@@ -153,7 +139,7 @@ def test_server_killed_during_a_reindex_job(tmp_path: Path) -> None:
             if number == 1:
                 server.stop()
         with Retriever(RetrievalSettings(qdrant={"path": str(qdrant)})) as retriever:
-            _assert_complete(retriever, set(DOCUMENTS) | set(EXTRA))
+            _assert_consistent(retriever, set(DOCUMENTS) | set(EXTRA), "acme")
     finally:
         for server in servers:
             if server.process.poll() is None:
