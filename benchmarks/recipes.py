@@ -44,6 +44,9 @@ WORK = ROOT / "lorag-data" / "recipes"
 DOMAINS = ("acme-router", "northwind-policies")
 MAX_TOKENS = 32
 
+# LoRA on every one of Gemma 3 270M's 18 layers (the demo's default is the last 6).
+ALL_LAYERS = r".*\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
+
 # name -> overrides of examples/demo.yaml's sections (`model`, `training`, `training.raft`).
 RECIPES: dict[str, dict[str, Any]] = {
     "chat-demo": {"model": {"prompt_layout": "chat"}},
@@ -103,15 +106,23 @@ RECIPES: dict[str, dict[str, Any]] = {
         "model": {"prompt_layout": "completion"},
         "training": {"seed": 1},
         "raft": {"seed": 1},
-        "lora": {
-            "target_modules": r".*\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
-        },
+        "lora": {"target_modules": ALL_LAYERS},
     },
     "completion-all-layers": {
         "model": {"prompt_layout": "completion"},
-        "lora": {
-            "target_modules": r".*\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
-        },
+        "lora": {"target_modules": ALL_LAYERS},
+    },
+    # Every layer in fewer steps: 28 x 2 samples, just under one epoch, to fit the demo.
+    "completion-all-layers-28": {
+        "model": {"prompt_layout": "completion"},
+        "training": {"max_steps": 28},
+        "lora": {"target_modules": ALL_LAYERS},
+    },
+    "completion-all-layers-28-seed1": {
+        "model": {"prompt_layout": "completion"},
+        "training": {"max_steps": 28, "seed": 1},
+        "raft": {"seed": 1},
+        "lora": {"target_modules": ALL_LAYERS},
     },
 }
 

@@ -14,12 +14,16 @@ base model, and adapter replacement under load; one tiny model, one load, one ru
 (d) lorag chat with retrieval on (a domain indexing examples/acme-router/docs, k=3) against
     vLLM's own server fed, through `/v1/completions`, the very token ids lorag renders for
     each question (context included): lorag's whole overhead (query embedding, search,
-    prompt rendering, HTTP); goal >= 0.95x. The benchmark checks that both servers saw
-    prompts of the same length.
+    prompt rendering, HTTP); goal >= 0.95x. The questions are the example domain's 117
+    (held-out and training) and lorag's query cache is off, so every request pays for its
+    question's embedding. The benchmark checks that both servers saw prompts of the same
+    length.
 
-Both servers run as subprocesses at the same time and the scenarios alternate between them
-over `--rounds` rounds, so machine noise hits both alike. Every request is greedy with the
-same prompts, so both servers generate the same tokens.
+Both servers run as subprocesses at the same time and each pair of scenarios alternates
+between them over `--rounds` rounds, the other server first in every other round, so
+machine noise hits both alike; the ratios are printed over all rounds and per round
+(min / median / max), which shows how far one run can be trusted. Every request is greedy
+with the same prompts, so both servers generate the same tokens.
 """
 
 from __future__ import annotations
@@ -69,13 +73,32 @@ QUESTIONS = [
 # Servers -------------------------------------------------------------------------------------
 
 
-def rag_settings(data_dir: Path):
-    from retrieval.settings import ChunkingSettings, QdrantSettings, RetrievalSettings
+def rag_questions() -> list[str]:
+    """The example domain's questions, held-out and training, each once."""
+    import json
 
-    # The demo's chunk size: three passages and a question fit the tiny model's context.
+    questions: list[str] = []
+    for name in ("heldout.jsonl", "train.jsonl"):
+        for line in (RAG_DOCS.parent / "qa" / name).read_text().splitlines():
+            if line.strip():
+                questions.append(json.loads(line)["question"])
+    return list(dict.fromkeys(questions))
+
+
+def rag_settings(data_dir: Path):
+    from retrieval.settings import (
+        ChunkingSettings,
+        EmbeddingSettings,
+        QdrantSettings,
+        RetrievalSettings,
+    )
+
+    # The demo's chunk size: three passages and a question fit the tiny model's context. No
+    # query cache: every request pays for its question's embedding, as new questions do.
     return RetrievalSettings(
         qdrant=QdrantSettings(path=data_dir / "qdrant"),
         chunking=ChunkingSettings(max_tokens=64, overlap_tokens=10),
+        embedding=EmbeddingSettings(query_cache_size=0),
     )
 
 
@@ -151,9 +174,11 @@ def chat_body(model: str, question: str, max_tokens: int) -> Body:
     }
 
 
-def chat_bodies(models: list[str], max_tokens: int) -> Callable[[int], Body]:
+def chat_bodies(
+    models: list[str], max_tokens: int, questions: list[str] = QUESTIONS
+) -> Callable[[int], Body]:
     """Greedy chat requests, models and questions cycled."""
-    return lambda n: chat_body(models[n % len(models)], QUESTIONS[n % len(QUESTIONS)], max_tokens)
+    return lambda n: chat_body(models[n % len(models)], questions[n % len(questions)], max_tokens)
 
 
 def completion_bodies(prompts: list[list[int]], max_tokens: int) -> Callable[[int], Body]:
@@ -269,7 +294,7 @@ async def replacements_under_load(
 # The run -------------------------------------------------------------------------------------
 
 
-def prepare(workdir: Path) -> tuple[Path, Path, list[list[int]]]:
+def prepare(workdir: Path, questions: list[str]) -> tuple[Path, Path, list[list[int]]]:
     """The tiny model, 6 random adapters, and the index of the retrieval scenario with the
     prompt ids lorag renders for each question (retrieved context included)."""
     from transformers import AutoTokenizer
@@ -287,7 +312,7 @@ def prepare(workdir: Path) -> tuple[Path, Path, list[list[int]]]:
     prompts = []
     with Retriever(rag_settings(workdir / "data")) as retriever:
         retriever.index(RAG_DOMAIN, RAG_DOCS)
-        for question in QUESTIONS:
+        for question in questions:
             hits = retriever.search(RAG_DOMAIN, question, k=RAG_K)
             messages = build_messages([{"role": "user", "content": question}], hits)
             prompts.append(
@@ -300,11 +325,13 @@ def prepare(workdir: Path) -> tuple[Path, Path, list[list[int]]]:
     return model, adapters, prompts
 
 
-async def same_prompts(lorag_url: str, vllm_url: str, prompts: list[list[int]]) -> None:
+async def same_prompts(
+    lorag_url: str, vllm_url: str, questions: list[str], prompts: list[list[int]]
+) -> None:
     """Refuse to compare unless each question's prompt has the same length on both servers."""
     async with httpx.AsyncClient(timeout=300) as http:
         for number, prompt in enumerate(prompts):
-            path, body = chat_body(RAG_DOMAIN, QUESTIONS[number], 1)
+            path, body = chat_body(RAG_DOMAIN, questions[number], 1)
             response = await http.post(lorag_url + path, json=body)
             if response.status_code != 200:
                 raise RuntimeError(f"lorag answered {response.status_code}: {response.text}")
@@ -327,7 +354,23 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--replacements", type=int, default=20)
+    parser.add_argument(
+        "--scenarios",
+        default="a,b,c,d",
+        help="which of the scenarios to run, comma-separated (default: all four)",
+    )
     args = parser.parse_args()
+    scenarios = set(args.scenarios.split(","))
+    if not scenarios or not scenarios <= {"a", "b", "c", "d"}:
+        parser.error(
+            f"--scenarios takes a comma-separated subset of a,b,c,d, not {args.scenarios!r}"
+        )
+    names = ("vllm", "lorag", "vllm-mixed", "mixed", "vllm-rag", "lorag-rag")
+    rounds: dict[str, list[LoadResult]] = {name: [] for name in names}
+    swap_load: LoadResult | None = None
+    swap_seconds: list[float] = []
+    inconsistent = 0
+    questions = rag_questions()
 
     from rich.console import Console
     from rich.table import Table
@@ -336,7 +379,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lorag-bench-") as temp:
         workdir = Path(temp)
         with console.status("Building the tiny model, 6 random adapters and an index"):
-            model, adapters, rag_prompts = prepare(workdir)
+            model, adapters, rag_prompts = prepare(workdir, questions)
         lorag_port, vllm_port = free_port(), free_port()
         me = [sys.executable, str(Path(__file__).resolve())]
         lorag = start(
@@ -404,38 +447,54 @@ def main() -> None:
                     )
                     response.raise_for_status()
                     load_seconds.append(time.perf_counter() - started)
-            asyncio.run(same_prompts(lorag.url, vllm.url, rag_prompts))
+            asyncio.run(same_prompts(lorag.url, vllm.url, questions, rag_prompts))
             mixed = [f"a{n}" for n in range(1, 5)]
             tokens = args.max_tokens
-            scenarios = (
-                ("vllm", vllm.url, chat_bodies(["base"], tokens)),
-                ("lorag", lorag.url, chat_bodies(["base"], tokens)),
-                ("vllm-mixed", vllm.url, chat_bodies(mixed, tokens)),
-                ("mixed", lorag.url, chat_bodies(mixed, tokens)),
-                ("vllm-rag", vllm.url, completion_bodies(rag_prompts, tokens)),
-                ("lorag-rag", lorag.url, chat_bodies([RAG_DOMAIN], tokens)),
-            )
-            for _, url, bodies in scenarios:  # warm-up
-                asyncio.run(run_load(url, bodies, args.concurrency, args.concurrency))
-            totals = {name: LoadResult() for name, _, _ in scenarios}
+            # (reference on vLLM's server, lorag) per compared scenario
+            pairs = {
+                "a": (
+                    ("vllm", vllm.url, chat_bodies(["base"], tokens)),
+                    ("lorag", lorag.url, chat_bodies(["base"], tokens)),
+                ),
+                "b": (
+                    ("vllm-mixed", vllm.url, chat_bodies(mixed, tokens)),
+                    ("mixed", lorag.url, chat_bodies(mixed, tokens)),
+                ),
+                "d": (
+                    ("vllm-rag", vllm.url, completion_bodies(rag_prompts, tokens)),
+                    ("lorag-rag", lorag.url, chat_bodies([RAG_DOMAIN], tokens, questions)),
+                ),
+            }
+            pairs = {key: pair for key, pair in pairs.items() if key in scenarios}
+            for pair in pairs.values():  # warm-up
+                for _, url, bodies in pair:
+                    asyncio.run(run_load(url, bodies, args.concurrency, args.concurrency))
             for round_number in range(1, args.rounds + 1):
-                for name, url, bodies in scenarios:
-                    with console.status(f"Round {round_number}/{args.rounds}: {name}"):
-                        totals[name].merge(
-                            asyncio.run(run_load(url, bodies, args.requests, args.concurrency))
-                        )
+                for pair in pairs.values():
+                    # the other server first in every other round
+                    for name, url, bodies in pair if round_number % 2 else pair[::-1]:
+                        with console.status(f"Round {round_number}/{args.rounds}: {name}"):
+                            rounds[name].append(
+                                asyncio.run(run_load(url, bodies, args.requests, args.concurrency))
+                            )
             vllm.stop(60, signal.SIGINT)  # the replacement test runs on lorag alone
-            with console.status(
-                f"{args.replacements} replacements under {args.concurrency} clients"
-            ):
-                swap_seconds, swap_load, inconsistent = asyncio.run(
-                    replacements_under_load(
-                        lorag.url, ("a5", "a6"), args.replacements, args.concurrency, 16
+            if "c" in scenarios:
+                with console.status(
+                    f"{args.replacements} replacements under {args.concurrency} clients"
+                ):
+                    swap_seconds, swap_load, inconsistent = asyncio.run(
+                        replacements_under_load(
+                            lorag.url, ("a5", "a6"), args.replacements, args.concurrency, 16
+                        )
                     )
-                )
         finally:
             lorag.stop(60, signal.SIGINT)
             vllm.stop(60, signal.SIGINT)
+
+    totals = {name: LoadResult() for name in rounds}
+    for name, results in rounds.items():
+        for result in results:
+            totals[name].merge(result)
 
     def row(result: LoadResult) -> list[str]:
         return [
@@ -449,53 +508,81 @@ def main() -> None:
     table = Table(title="Serving benchmark (tiny Llama, float32, vLLM CPU engine)")
     for column in ("scenario", "tokens/s", "p50 ms", "p95 ms", "requests", "failures"):
         table.add_column(column, justify="left" if column == "scenario" else "right")
-    table.add_row("(a) vLLM OpenAI server, base", *row(totals["vllm"]))
-    table.add_row("(a) lorag chat, retrieval off, base", *row(totals["lorag"]))
-    table.add_row("(b) vLLM OpenAI server, 4 adapters mixed", *row(totals["vllm-mixed"]))
-    table.add_row("(b) lorag chat, 4 adapters mixed", *row(totals["mixed"]))
-    table.add_row("(c) lorag chat during replacements", *row(swap_load))
-    table.add_row("(d) vLLM OpenAI server, lorag's rendered prompts", *row(totals["vllm-rag"]))
-    table.add_row("(d) lorag chat, retrieval on (k=3)", *row(totals["lorag-rag"]))
+    labels = {
+        "vllm": "(a) vLLM OpenAI server, base",
+        "lorag": "(a) lorag chat, retrieval off, base",
+        "vllm-mixed": "(b) vLLM OpenAI server, 4 adapters mixed",
+        "mixed": "(b) lorag chat, 4 adapters mixed",
+        "vllm-rag": "(d) vLLM OpenAI server, lorag's rendered prompts",
+        "lorag-rag": "(d) lorag chat, retrieval on (k=3)",
+    }
+    for name, label in labels.items():
+        if rounds[name]:
+            table.add_row(label, *row(totals[name]))
+    if swap_load is not None:
+        table.add_row("(c) lorag chat during replacements", *row(swap_load))
     console.print(table)
 
-    lorag_r, vllm_r, mixed_r = totals["lorag"], totals["vllm"], totals["mixed"]
     ratios = Table(title="Ratios and goals")
-    for column in ("measure", "value", "goal", "met"):
+    for column in ("measure", "value", "per round (min / median / max)", "goal", "met"):
         ratios.add_column(column)
 
-    def goal(measure: str, value: float, target: str, met: bool, fmt: str = "{:.2f}") -> None:
-        ratios.add_row(measure, fmt.format(value), target, "yes" if met else "NO")
+    def goal(
+        measure: str, value: float, target: str, met: bool, fmt: str = "{:.2f}", spread: str = ""
+    ) -> None:
+        ratios.add_row(measure, fmt.format(value), spread, target, "yes" if met else "NO")
 
-    throughput = lorag_r.tokens_per_s / vllm_r.tokens_per_s
-    goal("(a) throughput lorag / vLLM", throughput, ">= 0.95", throughput >= 0.95)
-    goal("(a) p50 latency lorag / vLLM", lorag_r.percentile(50) / vllm_r.percentile(50), "-", True)
-    goal("(a) p95 latency lorag / vLLM", lorag_r.percentile(95) / vllm_r.percentile(95), "-", True)
-    mixed_ratio = mixed_r.tokens_per_s / lorag_r.tokens_per_s
-    goal("(b) throughput 4 adapters / base", mixed_ratio, ">= 0.80", mixed_ratio >= 0.8)
-    engine_ratio = totals["vllm-mixed"].tokens_per_s / vllm_r.tokens_per_s
-    goal("(b) same, on vLLM's own server (reference)", engine_ratio, "-", True)
-    rag = totals["lorag-rag"].tokens_per_s / totals["vllm-rag"].tokens_per_s
-    goal("(d) throughput lorag retrieval on / vLLM same prompts", rag, ">= 0.95", rag >= 0.95)
-    rag_p50 = totals["lorag-rag"].percentile(50) / totals["vllm-rag"].percentile(50)
-    goal("(d) p50 latency lorag / vLLM", rag_p50, "-", True)
+    def ratio(name: str, reference: str) -> tuple[float, str]:
+        """Throughput of `name` over `reference`, over all rounds and round by round."""
+        whole = totals[name].tokens_per_s / totals[reference].tokens_per_s
+        each = sorted(
+            ours.tokens_per_s / theirs.tokens_per_s
+            for ours, theirs in zip(rounds[name], rounds[reference], strict=True)
+        )
+        return whole, f"{each[0]:.2f} / {statistics.median(each):.2f} / {each[-1]:.2f}"
+
+    if "a" in pairs:
+        value, spread = ratio("lorag", "vllm")
+        goal("(a) throughput lorag / vLLM", value, ">= 0.95", value >= 0.95, spread=spread)
+        p50 = totals["lorag"].percentile(50) / totals["vllm"].percentile(50)
+        goal("(a) p50 latency lorag / vLLM", p50, "-", True)
+    if "b" in pairs:
+        value, spread = ratio("mixed", "vllm-mixed")
+        goal("(b) throughput 4 adapters, lorag / vLLM", value, "-", True, spread=spread)
+    if "a" in pairs and "b" in pairs:
+        value, spread = ratio("mixed", "lorag")
+        goal("(b) throughput 4 adapters / base", value, ">= 0.80", value >= 0.8, spread=spread)
+    if "d" in pairs:
+        value, spread = ratio("lorag-rag", "vllm-rag")
+        goal(
+            "(d) throughput lorag retrieval on / vLLM same prompts",
+            value,
+            ">= 0.95",
+            value >= 0.95,
+            spread=spread,
+        )
+        p50 = totals["lorag-rag"].percentile(50) / totals["vllm-rag"].percentile(50)
+        goal("(d) p50 latency lorag / vLLM", p50, "-", True)
     goal("(c) adapter load, new name (mean s)", statistics.mean(load_seconds), "-", True, "{:.3f}")
-    goal("(c) replacement (median s)", statistics.median(swap_seconds), "-", True, "{:.3f}")
-    goal("(c) replacement (max s)", max(swap_seconds), "-", True, "{:.3f}")
-    failures = len(swap_load.failures) + inconsistent
-    goal(
-        f"(c) failed or inconsistent answers, {len(swap_seconds)} replacements",
-        failures,
-        "0",
-        failures == 0,
-        "{:.0f}",
-    )
+    if swap_load is not None:
+        goal("(c) replacement (median s)", statistics.median(swap_seconds), "-", True, "{:.3f}")
+        goal("(c) replacement (max s)", max(swap_seconds), "-", True, "{:.3f}")
+        failures = len(swap_load.failures) + inconsistent
+        goal(
+            f"(c) failed or inconsistent answers, {len(swap_seconds)} replacements",
+            failures,
+            "0",
+            failures == 0,
+            "{:.0f}",
+        )
     console.print(ratios)
     console.print(
         f"{args.requests} requests x {args.rounds} rounds per scenario, {args.concurrency} "
         f"concurrent clients, max_tokens {args.max_tokens}, greedy; both servers: max_loras "
-        f"{MAX_ADAPTERS + 1}, max_lora_rank {LORA_RANK}, max_num_seqs {MAX_NUM_SEQS}."
+        f"{MAX_ADAPTERS + 1}, max_lora_rank {LORA_RANK}, max_num_seqs {MAX_NUM_SEQS}; (d) "
+        f"cycles {len(questions)} questions with no query cache."
     )
-    for result in (*totals.values(), swap_load):
+    for result in [*totals.values(), *([swap_load] if swap_load else [])]:
         for failure in result.failures[:3]:
             console.print(f"[red]failure:[/] {failure}")
 

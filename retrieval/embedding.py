@@ -25,7 +25,6 @@ from retrieval.query_encoder import OnnxQueryEncoder
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-QUERY_CACHE_SIZE = 1024  # query vectors kept (1.5 KiB each for 384 dimensions)
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
@@ -75,6 +74,7 @@ class Embedder:
         batch_size: int = 64,
         query_backend: str = "onnx",
         onnx_cache_dir: Path | None = None,
+        query_cache_size: int = 1024,
     ) -> None:
         self.name = model
         self.model_id = model_id_of(model)
@@ -82,6 +82,7 @@ class Embedder:
         self.batch_size = batch_size
         self.query_backend = query_backend
         self.onnx_cache_dir = onnx_cache_dir
+        self.query_cache_size = query_cache_size  # 0: every question goes to the model
         self._model: Any = None
         self._query_encoder: OnnxQueryEncoder | None = None
         self._query_encoder_tried = False
@@ -189,6 +190,6 @@ class Embedder:
             for text in texts:
                 self._query_cache.move_to_end(text)
                 rows.append(self._query_cache[text])
-            while len(self._query_cache) > QUERY_CACHE_SIZE:
+            while len(self._query_cache) > self.query_cache_size:
                 self._query_cache.popitem(last=False)
             return np.stack(rows)

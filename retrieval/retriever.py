@@ -67,6 +67,7 @@ class Retriever:
             batch_size=embedding.batch_size,
             query_backend=embedding.query_backend,
             onnx_cache_dir=embedding.onnx_cache_dir,
+            query_cache_size=embedding.query_cache_size,
         )
         self._encoder = SparseEncoder()
         self._store = open_store(self.settings.qdrant)

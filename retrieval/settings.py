@@ -77,6 +77,12 @@ class EmbeddingSettings(BaseModel):
         "$XDG_CACHE_HOME/lorag/onnx, i.e. ~/.cache/lorag/onnx; written once per model and "
         "torch version)",
     )
+    query_cache_size: int = Field(
+        1024,
+        ge=0,
+        description="question vectors kept for repeated questions (1.5 KiB each at 384 "
+        "dimensions); 0 sends every question to the model",
+    )
     device: str = Field("cpu", description="torch device for the embedding model")
     # Chunks embedded and written per step of an index run; an interrupted run redoes at most
     # this much work, and the progress bar moves once per step.

@@ -163,8 +163,18 @@ def test_drop_removes_the_domain(indexed: Retriever) -> None:
         indexed.drop("quokka")
 
 
-def test_repeated_queries_come_from_the_query_cache(
-    embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("cache_size", "expected"),
+    [
+        (1024, [["what is a pouch", "what is a hop"], ["new question"]]),
+        (0, [["what is a pouch", "what is a hop"], ["what is a hop", "new question"]]),
+    ],
+)
+def test_repeated_queries_come_from_the_query_cache_unless_it_is_off(
+    embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+    cache_size: int,
+    expected: list[list[str]],
 ) -> None:
     encoded: list[list[str]] = []
     real = Embedder._encode_queries
@@ -174,12 +184,14 @@ def test_repeated_queries_come_from_the_query_cache(
         return real(self, texts)
 
     monkeypatch.setattr(Embedder, "_encode_queries", counting)
+    monkeypatch.setattr(embedder, "query_cache_size", cache_size)
     embedder.clear_query_cache()
     first = embedder.embed_queries(["what is a pouch", "what is a hop", "what is a pouch"])
     again = embedder.embed_queries(["what is a hop", "new question"])
-    assert encoded == [["what is a pouch", "what is a hop"], ["new question"]]
+    assert encoded == expected  # a question twice in one call is encoded once either way
     assert (first[0] == first[2]).all() and (again[0] == first[1]).all()
     assert again.shape == (2, embedder.dimension)
+    assert len(embedder._query_cache) == min(cache_size, 3)
 
 
 @pytest.mark.parametrize("backend", ["edge"])
