@@ -181,7 +181,9 @@ def chat_bodies(
     return lambda n: chat_body(models[n % len(models)], questions[n % len(questions)], max_tokens)
 
 
-def completion_bodies(prompts: list[list[int]], max_tokens: int) -> Callable[[int], Body]:
+def completion_bodies(
+    prompts: list[list[int]], max_tokens: int, stop: list[str]
+) -> Callable[[int], Body]:
     """Greedy text completions of pre-rendered prompts (token ids), cycled."""
     return lambda n: (
         "/v1/completions",
@@ -190,6 +192,7 @@ def completion_bodies(prompts: list[list[int]], max_tokens: int) -> Callable[[in
             "prompt": prompts[n % len(prompts)],
             "max_tokens": max_tokens,
             "temperature": 0,
+            "stop": stop,
         },
     )
 
@@ -294,20 +297,27 @@ async def replacements_under_load(
 # The run -------------------------------------------------------------------------------------
 
 
-def prepare(workdir: Path, questions: list[str]) -> tuple[Path, Path, list[list[int]]]:
-    """The tiny model, 6 random adapters, and the index of the retrieval scenario with the
-    prompt ids lorag renders for each question (retrieved context included)."""
+def prepare(
+    workdir: Path, questions: list[str], model: Path | None
+) -> tuple[Path, Path, list[list[int]], list[str]]:
+    """The model (the tiny one unless given), 6 random adapters for the tiny model, and the
+    index of the retrieval scenario with the prompt ids lorag renders for each question
+    (retrieved context included, in the layout lorag serves the model with) and the stop
+    strings it adds."""
     from transformers import AutoTokenizer
 
     from retrieval import Retriever
-    from retrieval.prompt import build_messages
+    from retrieval.prompt import COMPLETION_STOP, build_messages, completion_ids, resolve_layout
     from tests.support.adapters import make_random_adapter
     from tests.support.tiny_models import build_tiny_model
 
-    model = build_tiny_model(workdir / "tiny-llama")
     adapters = workdir / "adapters"
-    for seed in range(1, 7):
-        make_random_adapter(model, adapters / f"a{seed}", seed=seed, r=LORA_RANK)
+    adapters.mkdir()
+    if model is None:
+        model = build_tiny_model(workdir / "tiny-llama")
+        for seed in range(1, 7):
+            make_random_adapter(model, adapters / f"a{seed}", seed=seed, r=LORA_RANK)
+    layout = resolve_layout("auto", model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = []
     with Retriever(rag_settings(workdir / "data")) as retriever:
@@ -315,14 +325,17 @@ def prepare(workdir: Path, questions: list[str]) -> tuple[Path, Path, list[list[
         for question in questions:
             hits = retriever.search(RAG_DOMAIN, question, k=RAG_K)
             messages = build_messages([{"role": "user", "content": question}], hits)
-            prompts.append(
-                list(
-                    tokenizer.apply_chat_template(
-                        messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            if layout == "completion":
+                prompts.append(completion_ids(tokenizer, messages)[0])
+            else:
+                prompts.append(
+                    list(
+                        tokenizer.apply_chat_template(
+                            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+                        )
                     )
                 )
-            )
-    return model, adapters, prompts
+    return model, adapters, prompts, [COMPLETION_STOP] if layout == "completion" else []
 
 
 async def same_prompts(
@@ -336,7 +349,7 @@ async def same_prompts(
             if response.status_code != 200:
                 raise RuntimeError(f"lorag answered {response.status_code}: {response.text}")
             ours = response.json()["usage"]
-            path, body = completion_bodies(prompts, 1)(number)
+            path, body = completion_bodies(prompts, 1, [])(number)
             theirs = (
                 (await http.post(vllm_url + path, json=body)).raise_for_status().json()["usage"]
             )
@@ -359,8 +372,16 @@ def main() -> None:
         default="a,b,c,d",
         help="which of the scenarios to run, comma-separated (default: all four)",
     )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a model folder instead of the tiny model (e.g. lorag-data/models/gemma-3-270m); "
+        "scenario d only, since lorag serves a pretrained model in the completion layout",
+    )
     args = parser.parse_args()
     scenarios = set(args.scenarios.split(","))
+    if args.model is not None and scenarios != {"d"}:
+        parser.error("--model runs scenario d only: add --scenarios d")
     if not scenarios or not scenarios <= {"a", "b", "c", "d"}:
         parser.error(
             f"--scenarios takes a comma-separated subset of a,b,c,d, not {args.scenarios!r}"
@@ -369,6 +390,7 @@ def main() -> None:
     rounds: dict[str, list[LoadResult]] = {name: [] for name in names}
     swap_load: LoadResult | None = None
     swap_seconds: list[float] = []
+    load_seconds: list[float] = []
     inconsistent = 0
     questions = rag_questions()
 
@@ -379,7 +401,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lorag-bench-") as temp:
         workdir = Path(temp)
         with console.status("Building the tiny model, 6 random adapters and an index"):
-            model, adapters, rag_prompts = prepare(workdir, questions)
+            model, adapters, rag_prompts, rag_stop = prepare(workdir, questions, args.model)
         lorag_port, vllm_port = free_port(), free_port()
         me = [sys.executable, str(Path(__file__).resolve())]
         lorag = start(
@@ -428,8 +450,11 @@ def main() -> None:
                 "--disable-uvicorn-access-log",
                 "--uvicorn-log-level",
                 "warning",
-                "--lora-modules",
-                *(f"a{n}={adapters / f'a{n}'}" for n in range(1, 5)),
+                *(
+                    ["--lora-modules", *(f"a{n}={adapters / f'a{n}'}" for n in range(1, 5))]
+                    if args.model is None
+                    else []
+                ),
             ],
             vllm_port,
             workdir,
@@ -438,9 +463,8 @@ def main() -> None:
             with console.status("Starting both servers (vLLM engine start-up, twice)"):
                 lorag.wait_ready(600, "/ready")
                 vllm.wait_ready(600, "/v1/models")
-            load_seconds = []
             with httpx.Client(base_url=lorag.url, timeout=300) as http:
-                for number in range(1, 5):
+                for number in range(1, 5 if args.model is None else 1):
                     started = time.perf_counter()
                     response = http.post(
                         "/admin/adapters", json={"name": f"a{number}", "path": f"a{number}"}
@@ -461,7 +485,7 @@ def main() -> None:
                     ("mixed", lorag.url, chat_bodies(mixed, tokens)),
                 ),
                 "d": (
-                    ("vllm-rag", vllm.url, completion_bodies(rag_prompts, tokens)),
+                    ("vllm-rag", vllm.url, completion_bodies(rag_prompts, tokens, rag_stop)),
                     ("lorag-rag", lorag.url, chat_bodies([RAG_DOMAIN], tokens, questions)),
                 ),
             }
@@ -491,6 +515,7 @@ def main() -> None:
             lorag.stop(60, signal.SIGINT)
             vllm.stop(60, signal.SIGINT)
 
+    model_name = "tiny Llama" if args.model is None else args.model.name
     totals = {name: LoadResult() for name in rounds}
     for name, results in rounds.items():
         for result in results:
@@ -505,7 +530,7 @@ def main() -> None:
             str(len(result.failures)),
         ]
 
-    table = Table(title="Serving benchmark (tiny Llama, float32, vLLM CPU engine)")
+    table = Table(title=f"Serving benchmark ({model_name}, float32, vLLM CPU engine)")
     for column in ("scenario", "tokens/s", "p50 ms", "p95 ms", "requests", "failures"):
         table.add_column(column, justify="left" if column == "scenario" else "right")
     labels = {
@@ -563,7 +588,14 @@ def main() -> None:
         )
         p50 = totals["lorag-rag"].percentile(50) / totals["vllm-rag"].percentile(50)
         goal("(d) p50 latency lorag / vLLM", p50, "-", True)
-    goal("(c) adapter load, new name (mean s)", statistics.mean(load_seconds), "-", True, "{:.3f}")
+    if load_seconds:
+        goal(
+            "(c) adapter load, new name (mean s)",
+            statistics.mean(load_seconds),
+            "-",
+            True,
+            "{:.3f}",
+        )
     if swap_load is not None:
         goal("(c) replacement (median s)", statistics.median(swap_seconds), "-", True, "{:.3f}")
         goal("(c) replacement (max s)", max(swap_seconds), "-", True, "{:.3f}")
