@@ -84,7 +84,7 @@ class ScanSkip:
 
 # Bumped when a parser's output changes, so that an incremental `lorag index` re-chunks the
 # documents it affects (the version is part of their content hash) and leaves the rest alone.
-PARSER_VERSIONS: dict[DocKind, str] = {"html": "html-2"}
+PARSER_VERSIONS: dict[DocKind, str] = {"html": "html-3"}
 
 
 def content_hash(data: bytes, kind: DocKind | None = None) -> str:
@@ -287,10 +287,18 @@ _CHROME_CLASSES = {
 }  # fmt: skip
 
 
+# A <header> or <footer> outside these is the page's banner or footer landmark (HTML-AAM's
+# implicit roles `banner` and `contentinfo`): the site's title bar, module list or legal
+# line. Inside one of them it belongs to that article or section (its title, its byline).
+_SCOPING_TAGS = ["article", "aside", "main", "nav", "section"]
+
+
 def _is_chrome(element: Any) -> bool:
     role = str(element.get("role", "")).lower()
     classes = {str(c).lower() for c in element.get("class") or []}
-    return role in _CHROME_ROLES or bool(classes & _CHROME_CLASSES)
+    if role in _CHROME_ROLES or classes & _CHROME_CLASSES:
+        return True
+    return element.name in ("header", "footer") and element.find_parent(_SCOPING_TAGS) is None
 
 
 def _parse_html(text: str) -> tuple[list[Section], list[str]]:

@@ -86,6 +86,25 @@ def test_html_drops_site_chrome_and_keeps_code_blocks_as_written() -> None:
     )
 
 
+LANDMARK_HTML = """<html><body><div id="column1">
+<header><h1>Node.js v20 documentation</h1><ul><li>Assertion testing</li><li>Zlib</li></ul>
+</header>
+<div id="apicontent"><h2>DNS</h2><p>The dns module enables name resolution.</p>
+<article><header><h3>dns.lookup()</h3></header><p>Resolves a hostname.</p>
+<footer>Added in v0.1.90</footer></article></div>
+<footer>Copyright OpenJS Foundation</footer></div></body></html>"""
+
+
+def test_html_drops_page_level_header_and_footer_but_not_an_articles_own() -> None:
+    document = parse_document(_source("dns.html", LANDMARK_HTML.encode(), "html"))
+    text = "\n".join(s.text for s in document.sections)
+    headings = [s.heading for s in document.sections]
+    assert "Zlib" not in text and "Copyright" not in text
+    assert not any("Node.js v20 documentation" in h for h in headings)
+    assert headings == ["DNS", "DNS > dns.lookup()"]
+    assert document.sections[1].text == "Resolves a hostname.\n\nAdded in v0.1.90"
+
+
 def test_pdf_pages_become_sections() -> None:
     document = parse_document(_source("manual.pdf", minimal_pdf(MANUAL_PAGES), "pdf"))
     assert [s.heading for s in document.sections] == ["page 1", "page 2"]
