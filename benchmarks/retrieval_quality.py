@@ -1,9 +1,13 @@
-"""Ranking quality on documentation the project did not write: the Valgrind User Manual.
+"""Ranking quality on documentation the project did not write: two manuals from Debian packages.
 
-The corpus is the HTML manual of the Debian package `valgrind` (benchmarks/valgrind/corpus.py
-copies it out); the 93 questions in benchmarks/valgrind/questions.jsonl were written by
-reading its pages (option look-ups by exact name, and how-to questions in other words), each
-with its gold page and an answer string found on that page.
+- `valgrind` (default): the Valgrind User Manual, HTML from the package `valgrind` (39 pages;
+  benchmarks/valgrind/corpus.py copies it out), 93 questions.
+- `nodejs`: the Node.js 20 API reference, HTML from the package `nodejs` (63 pages, about
+  3.5 MB of text; benchmarks/nodejs/corpus.py), 170 questions over 61 pages.
+
+The questions (benchmarks/<corpus>/questions.jsonl) were written by reading the pages (look-ups
+by exact name, and how-to questions in other words), each with its gold page and an answer
+string found on that page.
 
 For each variant of the retrieval settings (VARIANTS below; `default` is lorag's default
 config) the script indexes the corpus with lorag, runs `lorag eval retrieval`'s library
@@ -12,12 +16,13 @@ textbook baselines run on the very same chunks: BM25 (`bm25s`, its defaults: Luc
 k1=1.5, b=0.75, English stop words), all-MiniLM-L6-v2 dense (exact cosine), and reciprocal
 rank fusion of the two (k=60, top 100 of each).
 
-    python benchmarks/retrieval_quality.py [--variants default chunk128 ...]
+    python benchmarks/retrieval_quality.py [--corpus nodejs] [--variants default chunk128 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -27,13 +32,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks" / "valgrind"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-WORK = ROOT / "lorag-data" / "valgrind"
-QUESTIONS = ROOT / "benchmarks" / "valgrind" / "questions.jsonl"
-DOMAIN = "valgrind"
+CORPORA = ("valgrind", "nodejs")
 K_VALUES = (1, 5, 10)
 RANK_K = 10
 
@@ -48,7 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 EXAMPLES = ("acme-router", "northwind-policies")  # the example domains must not get worse
 
 
-def _settings(variant: str):
+def _settings(variant: str, work: Path):
     from retrieval.settings import RetrievalSettings
 
     raw: dict[str, Any] = {}
@@ -56,7 +58,7 @@ def _settings(variant: str):
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     chunking = RetrievalSettings(**raw).chunking  # one index per chunking, shared by variants
     folder = f"qdrant-{chunking.max_tokens}-{chunking.overlap_tokens}"
-    return RetrievalSettings(**raw, qdrant={"path": str(WORK / folder)})
+    return RetrievalSettings(**raw, qdrant={"path": str(work / folder)})
 
 
 def _doc_metrics(ranked_docs: list[list[str]], gold: list[tuple[str, ...]]) -> dict[str, float]:
@@ -69,7 +71,9 @@ def _doc_metrics(ranked_docs: list[list[str]], gold: list[tuple[str, ...]]) -> d
     return out
 
 
-def _baselines(retriever: Any, settings: Any, items: list[Any]) -> dict[str, dict[str, float]]:
+def _baselines(
+    retriever: Any, settings: Any, items: list[Any], docs_dir: Path
+) -> dict[str, dict[str, float]]:
     """BM25, dense and their RRF over lorag's own chunks of the corpus."""
     import bm25s
     import numpy as np
@@ -78,7 +82,7 @@ def _baselines(retriever: Any, settings: Any, items: list[Any]) -> dict[str, dic
     from retrieval.loaders import parse_document, scan_folder
 
     embedder = retriever.embedder
-    sources, _ = scan_folder(WORK / "docs", int(settings.max_file_mb * 2**20))
+    sources, _ = scan_folder(docs_dir, int(settings.max_file_mb * 2**20))
     chunker = Chunker(
         embedder.tokenizer, settings.chunking.max_tokens, settings.chunking.overlap_tokens
     )
@@ -123,26 +127,29 @@ def _baselines(retriever: Any, settings: Any, items: list[Any]) -> dict[str, dic
     }
 
 
-def run_variant(variant: str, with_baselines: bool) -> list[tuple[str, dict[str, float]]]:
+def run_variant(
+    corpus: str, variant: str, with_baselines: bool
+) -> list[tuple[str, dict[str, float]]]:
     from eval.dataset import load_eval_set
     from eval.retrieval_eval import evaluate_retrieval
     from retrieval import Retriever
 
-    settings = _settings(variant)
-    items = load_eval_set(QUESTIONS)
+    work, domain_name = ROOT / "lorag-data" / corpus, corpus
+    settings = _settings(variant, work)
+    items = load_eval_set(ROOT / "benchmarks" / corpus / "questions.jsonl")
     rows: list[tuple[str, dict[str, float]]] = []
     with Retriever(settings) as retriever:
-        report = retriever.index(DOMAIN, WORK / "docs")
+        report = retriever.index(domain_name, work / "docs")
         print(f"# {variant}: {report.chunks_total} chunks", flush=True)
         runs = evaluate_retrieval(
-            retriever, DOMAIN, items, ["hybrid", "dense", "sparse"], K_VALUES, RANK_K
+            retriever, domain_name, items, ["hybrid", "dense", "sparse"], K_VALUES, RANK_K
         )
         for run in runs:
             latencies = []
             for item in items:  # one query at a time, the served path's shape
                 retriever.embedder.clear_query_cache()
                 started = time.perf_counter()
-                retriever.search(DOMAIN, item.question, k=RANK_K * 3, mode=run.mode)
+                retriever.search(domain_name, item.question, k=RANK_K * 3, mode=run.mode)
                 latencies.append((time.perf_counter() - started) * 1000)
             summary = {k: float(v) for k, v in run.summary.items() if v is not None}
             rows.append(
@@ -157,28 +164,34 @@ def run_variant(variant: str, with_baselines: bool) -> list[tuple[str, dict[str,
         if with_baselines:
             rows += [
                 (f"{name} [{variant}]", m)
-                for name, m in _baselines(retriever, settings, items).items()
+                for name, m in _baselines(retriever, settings, items, work / "docs").items()
             ]
     return rows
 
 
 def main() -> None:
-    import corpus
-
     from eval.dataset import load_eval_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", choices=CORPORA, default="valgrind")
     parser.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args()
-    if not (WORK / "docs").is_dir():
-        corpus.extract(WORK / "docs")
+    docs = ROOT / "lorag-data" / args.corpus / "docs"
+    if not docs.is_dir():
+        script = ROOT / "benchmarks" / args.corpus / "corpus.py"
+        spec = importlib.util.spec_from_file_location(f"{args.corpus}_corpus", script)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.extract(docs)
     rows = []
     for variant in args.variants:
-        rows += run_variant(variant, not args.no_baselines)
+        rows += run_variant(args.corpus, variant, not args.no_baselines)
     keys = [*(f"recall@{k}" for k in K_VALUES), f"mrr@{RANK_K}", "answer_in_context@5"]
+    questions = load_eval_set(ROOT / "benchmarks" / args.corpus / "questions.jsonl")
     print(
-        f"\n{len(load_eval_set(QUESTIONS))} questions, document-level metrics; ms = p50 per query "
+        f"\n{args.corpus}: {len(questions)} questions, document-level metrics; ms = p50 per query "
         "(lorag: one search call, query embedding included; baselines: batch time / query)"
     )
     print("| configuration | " + " | ".join(keys) + " | ms |")
