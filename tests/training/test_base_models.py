@@ -61,6 +61,21 @@ def test_an_interrupted_conversion_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list((tmp_path / "models").iterdir()) == []
 
 
+def test_gguf_files_are_read_into_memory_during_conversion_only(tmp_path):
+    import gguf.gguf_reader as reader
+    import numpy as np
+
+    data = tmp_path / "blob.bin"
+    data.write_bytes(bytes(range(16)))
+    original = reader.np
+    with base_models._gguf_read_into_memory():
+        loaded = reader.np.memmap(data, mode="r")
+        assert type(loaded) is np.ndarray and loaded.dtype == np.uint8
+        assert loaded.tolist() == list(range(16))
+        assert reader.np.float32 is np.float32  # everything else is numpy's own
+    assert reader.np is original
+
+
 @pytest.mark.slow
 def test_real_gemma_270m_converts_continues_sensibly_and_trains(tmp_path):
     path = resolve_base_model("gemma-3-270m", GEMMA_CACHE)  # 2-3 minutes the first time

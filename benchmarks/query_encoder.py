@@ -1,0 +1,122 @@
+"""Question embedding: ONNX Runtime settings side by side, interleaved, on real questions.
+
+    .venv/bin/python benchmarks/query_encoder.py [--rounds 5]
+
+Every configuration encodes the same questions one at a time (the served shape: one chat,
+one question), and the configurations take turns question by question, so that a change in
+the machine's load hits all of them alike. The questions are the example domains'
+(held-out and training, 237). Configurations: lorag's encoder (`retrieval/query_encoder.py`,
+the exported graph with ONNX Runtime's own optimisations) on 1 and 2 threads, and the same
+graph after ONNX Runtime's transformer fusions (attention, LayerNorm, GELU:
+`onnxruntime.transformers.optimizer`, model type bert) on 1 and 2 threads; sentence-
+transformers on torch for reference. Each row: p50 / p95 per question and the largest
+difference from sentence-transformers' vector (cosine distance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+
+from retrieval.embedding import Embedder, _resolve_location, default_onnx_cache
+from retrieval.query_encoder import OnnxQueryEncoder, cache_key
+
+
+def questions() -> list[str]:
+    out: list[str] = []
+    for domain in ("acme-router", "northwind-policies"):
+        for name in ("heldout.jsonl", "train.jsonl"):
+            path = ROOT / "examples" / domain / "qa" / name
+            out += [json.loads(line)["question"] for line in path.read_text().splitlines() if line]
+    return list(dict.fromkeys(out))
+
+
+def session(path: Path, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="passes over the questions")
+    args = parser.parse_args()
+    from onnxruntime.transformers.optimizer import optimize_model
+    from rich.console import Console
+    from rich.table import Table
+
+    embedder = Embedder("all-MiniLM-L6-v2", query_backend="onnx")
+    model = embedder.load()
+    model_dir = Path(_resolve_location(embedder.name))
+    lorag = OnnxQueryEncoder.load(model, model_dir, default_onnx_cache(), threads=1)
+    exported = default_onnx_cache() / f"{model_dir.name}-{cache_key(model_dir)}.onnx"
+    texts = questions()
+    reference = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fused_path = Path(tmp) / "fused.onnx"
+        config = model[0].auto_model.config
+        optimize_model(
+            str(exported),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+        ).save_model_to_file(str(fused_path))
+        encoders = {"lorag encoder, 1 thread (default)": lorag}
+        for label, path, threads in (
+            ("lorag encoder, 2 threads", exported, 2),
+            ("transformer fusions, 1 thread", fused_path, 1),
+            ("transformer fusions, 2 threads", fused_path, 2),
+        ):
+            encoders[label] = OnnxQueryEncoder(
+                session(path, threads), model.tokenizer, int(model.max_seq_length), "mean", True
+            )
+        times: dict[str, list[float]] = {label: [] for label in [*encoders, "torch"]}
+        distance = {label: 0.0 for label in encoders}
+        for label, encoder in encoders.items():  # warm-up, and the vectors against torch's
+            vectors = np.concatenate([encoder.encode([text]) for text in texts])
+            distance[label] = float(np.max(1 - np.sum(vectors * reference, axis=1)))
+        for _ in range(args.rounds):
+            for text in texts:
+                for label, encoder in encoders.items():
+                    started = time.perf_counter()
+                    encoder.encode([text])
+                    times[label].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
+                times["torch"].append(time.perf_counter() - started)
+
+    table = Table(title=f"one question at a time: {len(texts)} questions x {args.rounds} rounds")
+    for column in ("configuration", "p50 ms", "p95 ms", "max cosine distance to torch"):
+        table.add_column(column)
+    for label, values in times.items():
+        ordered = sorted(values)
+        table.add_row(
+            label,
+            f"{statistics.median(ordered) * 1000:.2f}",
+            f"{ordered[int(0.95 * (len(ordered) - 1))] * 1000:.2f}",
+            f"{distance[label]:.1e}" if label in distance else "-",
+        )
+    table.caption = f"load average {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs"
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
