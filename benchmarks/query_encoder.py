@@ -5,7 +5,7 @@
 Every configuration encodes the same questions one at a time (the served shape: one chat,
 one question), and the configurations take turns question by question, so that a change in
 the machine's load hits all of them alike. The questions are the example domains'
-(held-out and training, 237). Configurations: lorag's encoder (`retrieval/query_encoder.py`,
+(held-out and training, 238). Configurations: lorag's encoder (`retrieval/query_encoder.py`,
 the exported graph with ONNX Runtime's own optimisations) on 1 and 2 threads, and the same
 graph after ONNX Runtime's transformer fusions (attention, LayerNorm, GELU:
 `onnxruntime.transformers.optimizer`, model type bert) on 1 and 2 threads; sentence-
