@@ -15,12 +15,12 @@ NodeSource repository; `--deb`).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import shutil
-import subprocess
-import tempfile
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from debian_docs import extract_html
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED = Path("/usr/share/doc/nodejs/api")
@@ -28,51 +28,9 @@ DEFAULT_OUT = ROOT / "lorag-data" / "nodejs" / "docs"
 EXCLUDED = {"all.html", "index.html"}  # a concatenation of all pages; a table of contents
 
 
-def _package_version() -> str:
-    run = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Version}", "nodejs"],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    return run.stdout.strip() if run.returncode == 0 else "unknown"
-
-
 def extract(out: Path = DEFAULT_OUT, deb: Path | None = None) -> dict[str, object]:
-    """Copy the API pages into `out` (replacing it); returns the provenance record."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if deb is not None:
-            subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
-            source = Path(tmp) / INSTALLED.relative_to("/")
-            version = subprocess.run(
-                ["dpkg-deb", "-f", str(deb), "Version"],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-        else:
-            source, version = INSTALLED, _package_version()
-        pages = [p for p in sorted(source.glob("*.html")) if p.name not in EXCLUDED]
-        if not pages:
-            raise SystemExit(
-                f"no HTML pages in {source}: install the Debian package (`apt-get install "
-                "nodejs`) or pass a downloaded .deb with --deb"
-            )
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        for page in pages:
-            shutil.copyfile(page, out / page.name)
-    record = {
-        "source": "Debian package nodejs" + (f" ({deb.name})" if deb else f" ({INSTALLED})"),
-        "version": version,
-        "excluded": sorted(EXCLUDED),
-        "pages": {
-            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.html"))
-        },
-    }
-    (out.parent / "corpus.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    """Copy the pages into `out` (replacing it); returns the provenance record."""
+    return extract_html("nodejs", INSTALLED, out, deb, frozenset(EXCLUDED))
 
 
 def main() -> None:
