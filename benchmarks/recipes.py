@@ -47,7 +47,9 @@ MAX_TOKENS = 32
 # LoRA on every one of Gemma 3 270M's 18 layers (the demo's default is the last 6).
 ALL_LAYERS = r".*\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj"
 
-# name -> overrides of examples/demo.yaml's sections (`model`, `training`, `training.raft`).
+# name -> overrides of examples/demo.yaml's sections (`model`, `training`, `training.raft`,
+# `training.lora`, `retrieval`). A recipe's retrieval settings apply to its training samples;
+# `eval` retrieves with the current defaults for every run, baselines included.
 RECIPES: dict[str, dict[str, Any]] = {
     "chat-demo": {"model": {"prompt_layout": "chat"}},
     "completion-demo": {"model": {"prompt_layout": "completion"}},
@@ -113,16 +115,33 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lora": {"target_modules": ALL_LAYERS},
     },
     # Every layer in fewer steps: 28 x 2 samples, just under one epoch, to fit the demo.
+    # (trained when hybrid search fused by RRF, k=2, the default until session 7)
     "completion-all-layers-28": {
         "model": {"prompt_layout": "completion"},
         "training": {"max_steps": 28},
         "lora": {"target_modules": ALL_LAYERS},
+        "retrieval": {"fusion": "rrf"},
     },
     "completion-all-layers-28-seed1": {
         "model": {"prompt_layout": "completion"},
         "training": {"max_steps": 28, "seed": 1},
         "raft": {"seed": 1},
         "lora": {"target_modules": ALL_LAYERS},
+        "retrieval": {"fusion": "rrf"},
+    },
+    # The demo's recipe on the default hybrid search since session 7 (DBSF fusion).
+    "completion-all-layers-28-dbsf": {
+        "model": {"prompt_layout": "completion"},
+        "training": {"max_steps": 28},
+        "lora": {"target_modules": ALL_LAYERS},
+        "retrieval": {"fusion": "dbsf"},
+    },
+    "completion-all-layers-28-dbsf-seed1": {
+        "model": {"prompt_layout": "completion"},
+        "training": {"max_steps": 28, "seed": 1},
+        "raft": {"seed": 1},
+        "lora": {"target_modules": ALL_LAYERS},
+        "retrieval": {"fusion": "dbsf"},
     },
 }
 
@@ -138,6 +157,7 @@ def _config(recipe: dict[str, Any] | None = None):
     raw["training"].update(recipe.get("training", {}))
     raw["training"]["raft"].update(recipe.get("raft", {}))
     raw["training"]["lora"].update(recipe.get("lora", {}))
+    raw["retrieval"].update(recipe.get("retrieval", {}))
     return LoragConfig(**raw)
 
 

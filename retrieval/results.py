@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 class Hit:
     """One retrieved chunk; satisfies `retrieval.prompt.Passage` (source, heading, text).
 
-    `score` is the cosine similarity (dense), the BM25 score (sparse) or the reciprocal-rank
-    fusion score (hybrid). `index_version` names the index state that served the hit.
+    `score` is the cosine similarity (dense), the BM25 score (sparse) or the fused score
+    (hybrid: DBSF or reciprocal-rank, `retrieval.fusion`). `index_version` names the index
+    state that served the hit.
     """
 
     doc_id: str

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from retrieval.embedding import Embedder, model_id_of
 from retrieval.errors import DomainNotFoundError
-from retrieval.fusion import is_hybrid, rrf, store_searches
+from retrieval.fusion import FUSION_DEPTH, fuse, is_hybrid, store_searches
 from retrieval.indexer import (
     IndexRun,
     ProgressCallback,
@@ -264,8 +264,11 @@ class Retriever:
         for request in requests:
             points = []
             if request is not None and is_hybrid(request):
-                points = rrf(
-                    [next(answer_iter), next(answer_iter)], request.limit, self.settings.rrf_k
+                points = fuse(
+                    [next(answer_iter), next(answer_iter)],
+                    request.limit,
+                    self.settings.fusion,
+                    self.settings.rrf_k,
                 )
             elif request is not None:
                 points = next(answer_iter)
@@ -379,7 +382,7 @@ def _request(
         return Search(limit=k, dense=dense, where=where)
     if mode == "sparse":
         return Search(limit=k, sparse=sparse, where=where)
-    return Search(limit=k, dense=dense, sparse=sparse, where=where, depth=max(4 * k, 20))
+    return Search(limit=k, dense=dense, sparse=sparse, where=where, depth=max(4 * k, FUSION_DEPTH))
 
 
 def _hit(payload: dict[str, Any], score: float, version: str) -> Hit:

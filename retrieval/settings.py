@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 SearchMode = Literal["hybrid", "dense", "sparse"]
+FusionMethod = Literal["dbsf", "rrf"]
 
 
 class QdrantSettings(BaseModel):
@@ -100,10 +101,16 @@ class RetrievalSettings(BaseModel):
     mode: SearchMode = Field(
         "hybrid", description="default search mode: dense + sparse fused, or one"
     )
+    fusion: FusionMethod = Field(
+        "dbsf",
+        description="how hybrid search fuses its dense and sparse lists: distribution-based "
+        "score fusion (each list's scores scaled by its own mean and spread, then summed; "
+        "Qdrant's DBSF) or reciprocal-rank fusion (ranks only; see rrf_k)",
+    )
     rrf_k: float = Field(
         2.0,
         gt=0,
-        description="hybrid fusion: a hit at 0-based rank r in the dense or the sparse list "
+        description="with fusion: rrf, a hit at 0-based rank r in the dense or the sparse list "
         "scores 1 / (rrf_k + r); 2 is Qdrant's default, 61 is the textbook RRF (k=60 over "
         "1-based ranks), where agreement between the lists weighs more than either's top hit",
     )

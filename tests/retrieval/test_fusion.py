@@ -1,16 +1,17 @@
-"""Reciprocal-rank fusion: what `retrieval.rrf_k` changes, and that the Retriever uses it."""
+"""Hybrid fusion: DBSF and RRF on hand-computed lists, and that the Retriever uses the setting."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from retrieval import Retriever
-from retrieval import retriever as retriever_module
+from retrieval import fusion as fusion_module
 from retrieval.embedding import Embedder
-from retrieval.fusion import rrf
+from retrieval.fusion import dbsf, rrf
 from retrieval.settings import RetrievalSettings
 from retrieval.store import Scored
 
@@ -30,21 +31,51 @@ def test_ties_keep_the_dense_list_first_and_scores_are_the_fused_ones() -> None:
     assert [(p.id, p.score) for p in fused] == [("a", 0.5), ("e", 0.5)]
 
 
+def test_dbsf_maps_each_lists_mean_plus_minus_3_sd_to_0_1() -> None:
+    fused = dbsf([[Scored("x", 3.0, {}), Scored("y", 1.0, {})]], 2)
+    sd = statistics.stdev([3.0, 1.0])  # sample sd, as Qdrant's DBSF
+    assert [p.id for p in fused] == ["x", "y"]
+    assert fused[0].score == pytest.approx((3.0 - 2.0 + 3 * sd) / (6 * sd))
+    assert fused[0].score + fused[1].score == pytest.approx(1.0)  # symmetric about the mean
+    # no spread (one point, or equal scores): the midpoint
+    assert [p.score for p in dbsf([[Scored("x", 7.0, {})]], 1)] == [0.5]
+    assert [p.score for p in dbsf([[Scored("x", 1.0, {}), Scored("y", 1.0, {})]], 2)] == [0.5, 0.5]
+
+
+def test_dbsf_lets_a_clear_winner_beat_a_near_tie_where_rrf_cannot() -> None:
+    # dense: ten near-equal scores led by "w"; sparse: "u" far ahead of nine close ones.
+    dense = [Scored(i, 0.30 - 0.01 * n, {}) for n, i in enumerate("wgprstvxyz")]
+    sparse_scores = (23.0, 12.0, 11.9, 11.3, 11.0, 10.5, 10.1, 9.8, 9.4, 9.0)
+    sparse = [Scored(i, s, {}) for i, s in zip("ubcqjklmno", sparse_scores, strict=True)]
+    # RRF sees two first places, 1/2 each, and keeps the dense one first.
+    assert [p.id for p in rrf([dense, sparse], 2, k=2)] == ["w", "u"]
+    assert [p.id for p in dbsf([dense, sparse], 2)] == ["u", "w"]
+
+
 @pytest.mark.parametrize("backend", ["edge"])
-def test_the_retriever_fuses_with_the_configured_k(
+@pytest.mark.parametrize(
+    ("overrides", "method", "expected"),
+    [({}, "dbsf", ()), ({"fusion": "rrf", "rrf_k": 61.0}, "rrf", (61.0,))],
+    ids=["default-dbsf", "rrf-with-k"],
+)
+def test_the_retriever_fuses_with_the_configured_method(
     make_settings: Callable[..., RetrievalSettings],
     embedder: Embedder,
     docs: Path,
     monkeypatch: pytest.MonkeyPatch,
+    overrides: dict[str, object],
+    method: str,
+    expected: tuple[float, ...],
 ) -> None:
-    seen: list[float] = []
+    seen: list[tuple[float, ...]] = []
+    real = getattr(fusion_module, method)
 
-    def spy(lists, limit, k):  # type: ignore[no-untyped-def]
-        seen.append(k)
-        return rrf(lists, limit, k)
+    def spy(lists, limit, *args):  # type: ignore[no-untyped-def]
+        seen.append(args)
+        return real(lists, limit, *args)
 
-    monkeypatch.setattr(retriever_module, "rrf", spy)
-    with Retriever(make_settings(rrf_k=61.0), embedder=embedder) as retriever:
+    monkeypatch.setattr(fusion_module, method, spy)
+    with Retriever(make_settings(**overrides), embedder=embedder) as retriever:
         retriever.index("quokka", docs)
         assert retriever.search("quokka", "TCP port", mode="hybrid")
-    assert seen == [61.0]
+    assert seen == [expected]
