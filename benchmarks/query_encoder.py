@@ -1,13 +1,16 @@
 """Question embedding: ONNX Runtime settings side by side, interleaved, on real questions.
 
-    .venv/bin/python benchmarks/query_encoder.py [--rounds 5]
+    .venv/bin/python benchmarks/query_encoder.py [--rounds 5] [--busy 1]
+
+`--busy N` keeps N other processes computing meanwhile, as a served LLM would.
 
 Every configuration encodes the same questions one at a time (the served shape: one chat,
 one question), and the configurations take turns question by question, so that a change in
 the machine's load hits all of them alike. The questions are the example domains'
 (held-out and training, 238). Configurations: lorag's encoder (`retrieval/query_encoder.py`,
-the exported graph with ONNX Runtime's own optimisations) on 1 and 2 threads, and the same
-graph after ONNX Runtime's transformer fusions (attention, LayerNorm, GELU:
+the exported graph with ONNX Runtime's own optimisations) on 1 and 2 threads (and on 2
+threads whose idle workers sleep instead of spinning), and the same graph after ONNX
+Runtime's transformer fusions (attention, LayerNorm, GELU:
 `onnxruntime.transformers.optimizer`, model type bert) on 1 and 2 threads; sentence-
 transformers on torch for reference. Each row: p50 / p95 per question and the largest
 difference from sentence-transformers' vector (cosine distance).
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -45,10 +49,12 @@ def questions() -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def session(path: Path, threads: int):
+def session(path: Path, threads: int, spinning: bool = True):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    if not spinning:  # idle worker threads sleep instead of spinning for the next task
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -58,7 +64,30 @@ def session(path: Path, threads: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="passes over the questions")
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="processes that keep a core busy meanwhile (a stand-in for the LLM's load)",
+    )
     args = parser.parse_args()
+    busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
+    for process in busy:
+        process.start()
+    try:
+        _run(args.rounds, args.busy)
+    finally:
+        for process in busy:
+            process.terminate()
+
+
+def _spin() -> None:
+    a = np.random.default_rng(0).random((256, 256), dtype=np.float32)
+    while True:
+        a = (a @ a) / 256.0
+
+
+def _run(rounds: int, busy: int) -> None:
     from onnxruntime.transformers.optimizer import optimize_model
     from rich.console import Console
     from rich.table import Table
@@ -80,20 +109,25 @@ def main() -> None:
             hidden_size=config.hidden_size,
         ).save_model_to_file(str(fused_path))
         encoders = {"lorag encoder, 1 thread (default)": lorag}
-        for label, path, threads in (
-            ("lorag encoder, 2 threads", exported, 2),
-            ("transformer fusions, 1 thread", fused_path, 1),
-            ("transformer fusions, 2 threads", fused_path, 2),
+        for label, path, threads, spinning in (
+            ("lorag encoder, 2 threads", exported, 2, True),
+            ("lorag encoder, 2 threads, no spinning", exported, 2, False),
+            ("transformer fusions, 1 thread", fused_path, 1, True),
+            ("transformer fusions, 2 threads", fused_path, 2, True),
         ):
             encoders[label] = OnnxQueryEncoder(
-                session(path, threads), model.tokenizer, int(model.max_seq_length), "mean", True
+                session(path, threads, spinning),
+                model.tokenizer,
+                int(model.max_seq_length),
+                "mean",
+                True,
             )
         times: dict[str, list[float]] = {label: [] for label in [*encoders, "torch"]}
         distance = {label: 0.0 for label in encoders}
         for label, encoder in encoders.items():  # warm-up, and the vectors against torch's
             vectors = np.concatenate([encoder.encode([text]) for text in texts])
             distance[label] = float(np.max(1 - np.sum(vectors * reference, axis=1)))
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for text in texts:
                 for label, encoder in encoders.items():
                     started = time.perf_counter()
@@ -103,7 +137,8 @@ def main() -> None:
                 model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
                 times["torch"].append(time.perf_counter() - started)
 
-    table = Table(title=f"one question at a time: {len(texts)} questions x {args.rounds} rounds")
+    title = f"one question at a time: {len(texts)} questions x {rounds} rounds"
+    table = Table(title=title + (f", {busy} busy processes" if busy else ""))
     for column in ("configuration", "p50 ms", "p95 ms", "max cosine distance to torch"):
         table.add_column(column)
     for label, values in times.items():
