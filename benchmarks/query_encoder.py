@@ -95,7 +95,7 @@ def _run(rounds: int, busy: int) -> None:
     embedder = Embedder("all-MiniLM-L6-v2", query_backend="onnx")
     model = embedder.load()
     model_dir = Path(_resolve_location(embedder.name))
-    lorag = OnnxQueryEncoder.load(model, model_dir, default_onnx_cache(), threads=1)
+    lorag = OnnxQueryEncoder.load(model, model_dir, default_onnx_cache())
     exported = default_onnx_cache() / f"{model_dir.name}-{cache_key(model_dir)}.onnx"
     texts = questions()
     reference = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
@@ -108,10 +108,10 @@ def _run(rounds: int, busy: int) -> None:
             num_heads=config.num_attention_heads,
             hidden_size=config.hidden_size,
         ).save_model_to_file(str(fused_path))
-        encoders = {"lorag encoder, 1 thread (default)": lorag}
+        encoders = {"lorag encoder, 2 threads, no spinning (default)": lorag}
         for label, path, threads, spinning in (
-            ("lorag encoder, 2 threads", exported, 2, True),
-            ("lorag encoder, 2 threads, no spinning", exported, 2, False),
+            ("lorag encoder, 1 thread", exported, 1, True),
+            ("lorag encoder, 2 threads, spinning", exported, 2, True),
             ("transformer fusions, 1 thread", fused_path, 1, True),
             ("transformer fusions, 2 threads", fused_path, 2, True),
         ):

@@ -134,6 +134,13 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=40, help="queries per mode")
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument(
+        "--questions",
+        choices=("generated", "examples"),
+        default="generated",
+        help="queries: 8 consecutive words of generated chunks, or the example domains' real "
+        "held-out questions (typical questions, about 13 word pieces)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backends", default="edge,server", help="comma-separated: edge,server")
     parser.add_argument("--server-url", default=":memory:", help="Qdrant URL of `server`")
@@ -345,10 +352,21 @@ def measure_latency(
     query encoding alone: the configured encoder, torch, and torch on one thread."""
     rng = random.Random(args.seed + 1)
     queries = []
-    for text in rng.sample(texts, min(args.queries, len(texts))):
-        words = text.split("\n", 1)[-1].split()
-        start = rng.randint(0, max(0, len(words) - 8))
-        queries.append(" ".join(words[start : start + 8]))
+    if args.questions == "examples":
+        from eval.dataset import load_eval_set
+
+        root = Path(__file__).resolve().parents[1] / "examples"
+        held_out = [
+            item.question
+            for domain in ("acme-router", "northwind-policies")
+            for item in load_eval_set(root / domain / "qa" / "heldout.jsonl")
+        ]
+        queries = rng.sample(held_out, min(args.queries, len(held_out)))
+    else:
+        for text in rng.sample(texts, min(args.queries, len(texts))):
+            words = text.split("\n", 1)[-1].split()
+            start = rng.randint(0, max(0, len(words) - 8))
+            queries.append(" ".join(words[start : start + 8]))
     latency = {}
     for mode in ("dense", "sparse", "hybrid"):
         for query in queries[:3]:  # warm-up

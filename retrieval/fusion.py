@@ -35,9 +35,9 @@ def store_searches(search: Search) -> list[Search]:
     """What the store runs for one search: itself, or its dense and its sparse half."""
     if not is_hybrid(search):
         return [search]
-    return [
-        Search(limit=search.depth, dense=search.dense, where=search.where),
-        Search(limit=search.depth, sparse=search.sparse, where=search.where),
+    return [  # ids and scores only: payloads are fetched for the fused top `limit` alone
+        Search(limit=search.depth, dense=search.dense, where=search.where, with_payload=False),
+        Search(limit=search.depth, sparse=search.sparse, where=search.where, with_payload=False),
     ]
 
 

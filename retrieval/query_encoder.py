@@ -1,9 +1,11 @@
-"""Query embedding on ONNX Runtime: the same weights, exported here, run on one thread.
+"""Query embedding on ONNX Runtime: the same weights, exported here, on two sleeping threads.
 
 Why: a question is one short sequence, where PyTorch's eager per-operator overhead costs
-more than the arithmetic; ONNX Runtime runs the same graph about twice as fast on one core,
-and one core leaves the other to the LLM engine on a small machine (benchmarks/retrieval.py,
-docs/retrieval.md). Documents keep going through sentence-transformers on PyTorch (batched,
+more than the arithmetic; ONNX Runtime runs the same graph about twice as fast. Its session
+gets 2 threads whose idle workers sleep instead of spinning (`allow_spinning` off): the
+second core is used for the few milliseconds of a question and left to the LLM engine
+otherwise; that was the fastest configuration both on an idle 2-core machine and with
+another process computing (benchmarks/query_encoder.py, docs/retrieval.md). Documents keep going through sentence-transformers on PyTorch (batched,
 where eager overhead does not matter); the two give the same vectors to 1e-5.
 
 The export is made from the loaded sentence-transformers model, cached on disk under a key
@@ -103,7 +105,7 @@ class OnnxQueryEncoder:
 
     @classmethod
     def load(
-        cls, model: Any, model_dir: Path, cache_dir: Path, threads: int = 1
+        cls, model: Any, model_dir: Path, cache_dir: Path, threads: int = 2
     ) -> OnnxQueryEncoder:
         """Export (or reuse the cached export of) `model`; raises when that is not possible."""
         import onnxruntime
@@ -121,6 +123,7 @@ class OnnxQueryEncoder:
             os.replace(tmp.name, path)  # readers see no file or the whole file
             log.info("exported the query encoder to %s", path)
         options = onnxruntime.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL

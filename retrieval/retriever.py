@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -26,7 +27,7 @@ from retrieval.indexer import (
 from retrieval.results import DomainInfo, Hit, IndexReport
 from retrieval.settings import QdrantSettings, RetrievalSettings, SearchMode
 from retrieval.sparse import SparseEncoder
-from retrieval.store import Match, Search, SparseVec, Store, validate_domain
+from retrieval.store import Match, Scored, Search, SparseVec, Store, validate_domain
 
 MODES: tuple[str, ...] = ("hybrid", "dense", "sparse")
 _SERVER_CACHE_S = 2.0  # how long a server-mode domain lookup is reused
@@ -257,22 +258,29 @@ class Retriever:
             collection = self._require(domain, fresh=self._store.local)
             metadata = self._metadata(collection)
             check_compatible(domain, metadata, search_settings_of(self._embedder, self._encoder))
-            answers = self._store.query_batch(self._store.alias_of(domain), real) if real else []
+            alias = self._store.alias_of(domain)
+            answers = iter(self._store.query_batch(alias, real) if real else [])
+            ranked: list[list[Scored]] = []
+            for request in requests:
+                if request is None:
+                    ranked.append([])
+                elif is_hybrid(request):
+                    lists = [next(answers), next(answers)]
+                    settings = self.settings
+                    ranked.append(fuse(lists, request.limit, settings.fusion, settings.rrf_k))
+                else:
+                    ranked.append(next(answers))
+            # The fused hits came without payloads; fetch those of the survivors only. A point
+            # deleted in between (by another writer of a server) is left out.
+            fused = [r is not None and is_hybrid(r) for r in requests]
+            wanted = [p.id for points, f in zip(ranked, fused, strict=True) if f for p in points]
+            payloads = self._store.payloads(alias, wanted) if wanted else {}
         version = version_of(collection, metadata)
         results: list[list[Hit]] = []
-        answer_iter = iter(answers)
-        for request in requests:
-            points = []
-            if request is not None and is_hybrid(request):
-                points = fuse(
-                    [next(answer_iter), next(answer_iter)],
-                    request.limit,
-                    self.settings.fusion,
-                    self.settings.rrf_k,
-                )
-            elif request is not None:
-                points = next(answer_iter)
-            results.append([_hit(point.payload, point.score, version) for point in points])
+        for points, was_fused in zip(ranked, fused, strict=True):
+            if was_fused:
+                points = [replace(p, payload=payloads[p.id]) for p in points if p.id in payloads]
+            results.append([_hit(p.payload, p.score, version) for p in points])
         return results
 
     def document_chunks(self, domain: str, doc_id: str) -> list[Hit]:

@@ -116,13 +116,15 @@ class Match:
 class Search:
     """One search: dense alone, sparse alone, or (in the retriever) both, fused by
     `retrieval.fusion` over `depth` hits of each; a store runs one vector at a time. Every
-    `Match` in `where` must hold."""
+    `Match` in `where` must hold. Without `with_payload` hits carry ids and scores only (a
+    hybrid search's halves: the payloads of the fused top `limit` are fetched afterwards)."""
 
     limit: int
     dense: list[float] | None = None
     sparse: SparseVec | None = None
     where: tuple[Match, ...] = field(default_factory=tuple)
     depth: int = 20
+    with_payload: bool = True
 
 
 # ---- the interface ---------------------------------------------------------------------------
@@ -217,6 +219,10 @@ class Store(ABC):
 
     @abstractmethod
     def query_batch(self, collection: str, searches: Sequence[Search]) -> list[list[Scored]]: ...
+
+    @abstractmethod
+    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The payloads of the points among `ids` that exist, by id."""
 
     def optimize(self, collection: str) -> None:
         """Build search indexes after a batch of writes (a server does this by itself)."""

@@ -233,6 +233,14 @@ class ClientStore(Store):
             for response in responses
         ]
 
+    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        records = self.call(
+            lambda c: c.retrieve(collection, ids=list(ids), with_payload=True, with_vectors=False)
+        )
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
 
 def _filter(where: Sequence[Match]) -> models.Filter | None:
     if not where:
@@ -260,7 +268,7 @@ def _request(search: Search) -> models.QueryRequest:
         using=DENSE if search.dense is not None else SPARSE,
         filter=_filter(search.where),
         limit=search.limit,
-        with_payload=True,
+        with_payload=search.with_payload,
     )
 
 

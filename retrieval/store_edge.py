@@ -328,6 +328,13 @@ class EdgeStore(Store):
             for points in responses
         ]
 
+    def payloads(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        with self._lock:
+            records = self._shard(collection).retrieve(list(ids), True, False)
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
     def optimize(self, collection: str) -> None:
         """Merge segments and build HNSW once a run's writes are in (the engine has no
         background optimiser), for collections of at least `hnsw_min_points`: below that an
@@ -377,5 +384,5 @@ def _request(search: Search) -> qe.QueryRequest:
         limit=search.limit,
         query=qe.Query.Nearest(vector, using=DENSE if search.dense is not None else SPARSE),
         filter=_filter(search.where),
-        with_payload=True,
+        with_payload=search.with_payload,
     )

@@ -79,3 +79,32 @@ def test_the_retriever_fuses_with_the_configured_method(
         retriever.index("quokka", docs)
         assert retriever.search("quokka", "TCP port", mode="hybrid")
     assert seen == [expected]
+
+
+@pytest.mark.parametrize("backend", ["edge", "server"])
+def test_hybrid_hits_carry_payloads_fetched_after_fusion(
+    make_settings: Callable[..., RetrievalSettings],
+    embedder: Embedder,
+    docs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with Retriever(make_settings(), embedder=embedder) as retriever:
+        retriever.index("quokka", docs)
+        dense = retriever.search("quokka", "TCP port", k=3, mode="dense")
+        hybrid = retriever.search("quokka", "TCP port", k=3, mode="hybrid")
+        assert [h.text for h in hybrid] and all(h.text and h.doc_id for h in hybrid)
+        assert {h.text for h in dense} & {h.text for h in hybrid}  # the same chunks' payloads
+        store = retriever._store
+        fetch = store.payloads
+        asked: list[list[str]] = []
+
+        def vanished(collection: str, ids: list[str]) -> dict[str, dict[str, object]]:
+            asked.append(list(ids))
+            found = fetch(collection, ids)
+            found.pop(ids[0])  # deleted by another writer between the search and the fetch
+            return found
+
+        monkeypatch.setattr(store, "payloads", vanished)
+        fewer = retriever.search("quokka", "TCP port", k=3, mode="hybrid")
+        assert [len(a) for a in asked] == [len(hybrid)]  # one fetch, for the fused top k only
+        assert [h.text for h in fewer] == [h.text for h in hybrid][1:]
