@@ -180,7 +180,10 @@ def test_domain_routing_with_adapter_and_retrieval(live: Live) -> None:
     assert served["adapter_version"] == 1 and served["index_version"]
     assert [s["index"] for s in sources] == list(range(1, len(sources) + 1))
     assert len(sources) == live.retrieval.k
-    assert sources[0]["doc_id"] == "refunds.md" and "14 days" in sources[0]["text"]
+    # The domain's own index answered (its four chunks' order is the fusion's business,
+    # measured in benchmarks/retrieval_quality.py, not here).
+    assert sources[0]["doc_id"] == "refunds.md"
+    assert any("14 days" in s["text"] for s in sources)
     assert set(sources[0]) == {"index", "doc_id", "source", "heading", "score", "text"}
 
     # The prompt the model saw is exactly build_messages + the chat template.
