@@ -125,6 +125,13 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=50, help="queries per mode")
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument(
+        "--questions",
+        choices=("generated", "examples"),
+        default="generated",
+        help="queries: 8 consecutive words of generated chunks, or the example domains' real "
+        "held-out questions",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="build the index here once, then reuse it")
     args = parser.parse_args()
