@@ -195,7 +195,7 @@ class Retriever:
     ) -> list[Hit]:
         """The `k` best chunks for `query`, best first.
 
-        `mode`: "hybrid" (dense and sparse fused by reciprocal rank), "dense" or "sparse".
+        `mode`: "hybrid" (dense and sparse fused, `retrieval.fusion`), "dense" or "sparse".
         Filters: `source_prefix` (a folder or file path relative to the indexed root, matched
         by whole path components), `tags` (any of them), `doc_id` (one document).
         """
