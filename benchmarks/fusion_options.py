@@ -36,10 +36,6 @@ Lists = list[Scored]
 Fuse = Callable[[Lists, Lists], Lists]
 
 
-def _weighted(points: Lists, weight: float) -> Lists:
-    return [Scored(p.id, p.score * weight, p.payload) for p in points]
-
-
 def options() -> dict[str, Fuse]:
     out: dict[str, Fuse] = {
         "dense alone": lambda d, s: d,
@@ -56,14 +52,15 @@ def options() -> dict[str, Fuse]:
 
 
 def _scaled_dbsf(dense: Lists, sparse: Lists, weight: float) -> Lists:
-    scaled = dbsf([dense[:60]], 100)
-    normalised_sparse = dbsf([sparse[:60]], 100)
-    totals: dict[str, Scored] = {}
-    for point in _weighted(scaled, weight) + normalised_sparse:
-        seen = totals.get(point.id)
-        score = point.score + (seen.score if seen else 0.0)
-        totals[point.id] = Scored(point.id, score, point.payload)
-    return sorted(totals.values(), key=lambda p: p.score, reverse=True)
+    """DBSF with the dense list's scaled scores multiplied by `weight` before the sum."""
+    totals: dict[str, float] = {}
+    first: dict[str, Scored] = {}
+    for points, w in ((dbsf([dense[:60]], 100), weight), (dbsf([sparse[:60]], 100), 1.0)):
+        for point in points:
+            totals[point.id] = totals.get(point.id, 0.0) + w * point.score
+            first.setdefault(point.id, point)
+    ranked = sorted(totals, key=totals.__getitem__, reverse=True)
+    return [Scored(i, totals[i], first[i].payload) for i in ranked]
 
 
 def lists_for(corpus: str) -> dict[str, list[tuple[object, Lists, Lists]]]:

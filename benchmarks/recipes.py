@@ -129,21 +129,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lora": {"target_modules": ALL_LAYERS},
         "retrieval": {"fusion": "rrf"},
     },
-    # The demo's recipe on the default hybrid search since session 7 (DBSF fusion).
-    "completion-all-layers-28-dbsf": {
-        "model": {"prompt_layout": "completion"},
-        "training": {"max_steps": 28},
-        "lora": {"target_modules": ALL_LAYERS},
-        "retrieval": {"fusion": "dbsf"},
-    },
-    "completion-all-layers-28-dbsf-seed1": {
-        "model": {"prompt_layout": "completion"},
-        "training": {"max_steps": 28, "seed": 1},
-        "raft": {"seed": 1},
-        "lora": {"target_modules": ALL_LAYERS},
-        "retrieval": {"fusion": "dbsf"},
-    },
 }
+# The demo's recipe on the default hybrid search since session 7 (DBSF fusion).
+for _name in ("completion-all-layers-28", "completion-all-layers-28-seed1"):
+    RECIPES[_name.replace("-28", "-28-dbsf")] = {**RECIPES[_name], "retrieval": {"fusion": "dbsf"}}
 
 
 def _config(recipe: dict[str, Any] | None = None):

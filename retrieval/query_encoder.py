@@ -5,8 +5,9 @@ more than the arithmetic; ONNX Runtime runs the same graph about twice as fast. 
 gets 2 threads whose idle workers sleep instead of spinning (`allow_spinning` off): the
 second core is used for the few milliseconds of a question and left to the LLM engine
 otherwise; that was the fastest configuration both on an idle 2-core machine and with
-another process computing (benchmarks/query_encoder.py, docs/retrieval.md). Documents keep going through sentence-transformers on PyTorch (batched,
-where eager overhead does not matter); the two give the same vectors to 1e-5.
+another process computing (benchmarks/query_encoder.py, docs/retrieval.md). Documents keep
+going through sentence-transformers on PyTorch (batched, where eager overhead does not
+matter); the two give the same vectors to 1e-5.
 
 The export is made from the loaded sentence-transformers model, cached on disk under a key
 of the model's files and the torch version, written atomically, and only for the shapes

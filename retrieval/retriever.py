@@ -261,10 +261,12 @@ class Retriever:
             alias = self._store.alias_of(domain)
             answers = iter(self._store.query_batch(alias, real) if real else [])
             ranked: list[list[Scored]] = []
+            fused: list[bool] = []
             for request in requests:
+                fused.append(request is not None and is_hybrid(request))
                 if request is None:
                     ranked.append([])
-                elif is_hybrid(request):
+                elif fused[-1]:
                     lists = [next(answers), next(answers)]
                     settings = self.settings
                     ranked.append(fuse(lists, request.limit, settings.fusion, settings.rrf_k))
@@ -272,7 +274,6 @@ class Retriever:
                     ranked.append(next(answers))
             # The fused hits came without payloads; fetch those of the survivors only. A point
             # deleted in between (by another writer of a server) is left out.
-            fused = [r is not None and is_hybrid(r) for r in requests]
             wanted = [p.id for points, f in zip(ranked, fused, strict=True) if f for p in points]
             payloads = self._store.payloads(alias, wanted) if wanted else {}
         version = version_of(collection, metadata)

@@ -69,8 +69,9 @@ class EmbeddingSettings(BaseModel):
     query_backend: Literal["onnx", "torch"] = Field(
         "onnx",
         description="how questions are embedded on CPU: the same model exported to ONNX "
-        "Runtime on 2 threads that sleep when idle (about 2x faster for one question; falls back to torch with a "
-        "warning when the model cannot be exported), or torch like documents",
+        "Runtime on 2 threads that sleep when idle (about 2x faster for one question; falls "
+        "back to torch with a warning when the model cannot be exported), or torch like "
+        "documents",
     )
     onnx_cache_dir: Path | None = Field(
         None,
