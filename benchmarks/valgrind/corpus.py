@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# appended, not prepended: benchmarks/retrieval.py must not shadow the `retrieval` package
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from debian_docs import extract_html
 
