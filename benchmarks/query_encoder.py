@@ -9,7 +9,8 @@ one question), and the configurations take turns question by question, so that a
 the machine's load hits all of them alike. The questions are the example domains'
 (held-out and training, 238). Configurations: lorag's encoder (`retrieval/query_encoder.py`,
 the exported graph with ONNX Runtime's own optimisations) on 1 and 2 threads (and on 2
-threads whose idle workers sleep instead of spinning), and the same graph after ONNX
+threads whose idle workers sleep instead of spinning), its 8-bit-weight version
+(`query_backend: onnx-int8`) on 2 sleeping threads and on 1, and the same graph after ONNX
 Runtime's transformer fusions (attention, LayerNorm, GELU:
 `onnxruntime.transformers.optimizer`, model type bert) on 1 and 2 threads; sentence-
 transformers on torch for reference. Each row: p50 / p95 per question and the largest
@@ -37,7 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from retrieval.embedding import Embedder, _resolve_location, default_onnx_cache
-from retrieval.query_encoder import OnnxQueryEncoder, cache_key
+from retrieval.query_encoder import OnnxQueryEncoder, _quantized, cache_key
 
 
 def questions() -> list[str]:
@@ -108,8 +109,14 @@ def _run(rounds: int, busy: int) -> None:
             num_heads=config.num_attention_heads,
             hidden_size=config.hidden_size,
         ).save_model_to_file(str(fused_path))
-        encoders = {"lorag encoder, 2 threads, no spinning (default)": lorag}
+        int8 = OnnxQueryEncoder.load(model, model_dir, default_onnx_cache(), int8=True)
+        int8_path = _quantized(exported)  # the file behind `int8`, already made
+        encoders = {
+            "lorag encoder, 2 threads, no spinning": lorag,
+            "8-bit weights (onnx-int8), 2 threads, no spinning": int8,
+        }
         for label, path, threads, spinning in (
+            ("8-bit weights, 1 thread", int8_path, 1, True),
             ("lorag encoder, 1 thread", exported, 1, True),
             ("lorag encoder, 2 threads, spinning", exported, 2, True),
             ("transformer fusions, 1 thread", fused_path, 1, True),

@@ -142,6 +142,12 @@ def main() -> None:
         "held-out questions (typical questions, about 13 word pieces)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--query-backend",
+        choices=("onnx", "onnx-int8", "torch"),
+        default=RetrievalSettings().embedding.query_backend,
+        help="how the searches embed questions (default: lorag's default)",
+    )
     parser.add_argument("--backends", default="edge,server", help="comma-separated: edge,server")
     parser.add_argument("--server-url", default=":memory:", help="Qdrant URL of `server`")
     parser.add_argument(
@@ -159,7 +165,7 @@ def main() -> None:
         embedder = Embedder(
             base.embedding.model,
             batch_size=base.embedding.batch_size,
-            query_backend=base.embedding.query_backend,
+            query_backend=args.query_backend,
             onnx_cache_dir=base.embedding.onnx_cache_dir,
         )
         model = embedder.load()
@@ -324,10 +330,10 @@ def print_table(results: dict[str, dict], args: argparse.Namespace, model_id: st
             lambda r, mode=mode: f"{percentile(r['latency'][mode][3], 0.5) * 1000:.1f} ms",
         )
     row(
-        "query encoding p50: default (query_backend) / torch / torch on 1 thread",
+        "query encoding p50: onnx / onnx-int8 / torch / torch on 1 thread",
         lambda r: " / ".join(
             f"{statistics.median(r['encoders'][n]) * 1000:.1f} ms"
-            for n in ("default", "torch", "torch-1")
+            for n in ("onnx", "onnx-int8", "torch", "torch-1")
         ),
         "<= 10 ms",
     )
@@ -349,7 +355,7 @@ def measure_latency(
 ) -> tuple[dict[str, tuple[list[float], ...]], dict[str, list[float]]]:
     """Per mode: total search time (query cache cleared), the same search split into query
     encoding and the store call, and the same search repeated (a query-cache hit); then the
-    query encoding alone: the configured encoder, torch, and torch on one thread."""
+    query encoding alone: ONNX, ONNX with 8-bit weights, torch, and torch on one thread."""
     rng = random.Random(args.seed + 1)
     queries = []
     if args.questions == "examples":
@@ -392,21 +398,25 @@ def measure_latency(
             retriever._query(DOMAIN, [request])
             stores.append(time.perf_counter() - started)
         latency[mode] = (totals, embeds, stores, cached)
-    # The query encoder in use against sentence-transformers on torch, with its default
-    # threads and with one (on a busy machine two OpenMP threads waiting for each other can
+    # The ONNX encoders against sentence-transformers on torch, with its default threads and
+    # with one (on a busy machine two OpenMP threads waiting for each other can
     # cost more than the tiny matmuls of one question).
     import torch
 
-    on_torch = Embedder(retriever.embedder.name, query_backend="torch")
-    on_torch._model = retriever.embedder.load()
+    shared = retriever.embedder
+    others = {b: Embedder(shared.name, query_backend=b) for b in ("onnx", "onnx-int8", "torch")}
+    for other in others.values():
+        other._model = shared.load()
     encoders: dict[str, list[float]] = {}
     threads = torch.get_num_threads()
     for name, embedder, n in (
-        ("default", retriever.embedder, threads),
-        ("torch", on_torch, threads),
-        ("torch-1", on_torch, 1),
+        ("onnx", others["onnx"], threads),
+        ("onnx-int8", others["onnx-int8"], threads),
+        ("torch", others["torch"], threads),
+        ("torch-1", others["torch"], 1),
     ):
         times = encoders.setdefault(name, [])
+        embedder.embed_queries(queries[:1])  # loads (or exports) the encoder untimed
         try:
             torch.set_num_threads(n)
             for query in queries:

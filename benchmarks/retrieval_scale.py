@@ -191,7 +191,7 @@ def main() -> None:
         )
         table.add_row("  p50 repeated question (cache)", f"{percentile(cached, 0.5) * 1000:.1f} ms")
     table.add_row(
-        "query encoding p50: default (query_backend) / torch / torch on 1 thread",
+        "query encoding p50: " + " / ".join(encoders).replace("torch-1", "torch on 1 thread"),
         " / ".join(f"{percentile(encoders[n], 0.5) * 1000:.1f} ms" for n in encoders),
     )
     table.add_row("process RSS before / after writing", f"{rss_before:.0f} / {rss_after:.0f} MiB")

@@ -142,7 +142,8 @@ class Embedder:
 
     def _onnx_queries(self) -> OnnxQueryEncoder | None:
         """The ONNX query encoder when configured and possible; None means PyTorch."""
-        if self.query_backend != "onnx" or self.device != "cpu" or self._query_encoder_tried:
+        onnx = self.query_backend in ("onnx", "onnx-int8")
+        if not onnx or self.device != "cpu" or self._query_encoder_tried:
             return self._query_encoder
         self._query_encoder_tried = True
         model = self.load()
@@ -151,11 +152,14 @@ class Embedder:
         try:
             if not location.is_dir():
                 raise FileNotFoundError(f"{self.name!r} is not a local model folder")
-            self._query_encoder = OnnxQueryEncoder.load(model, location, cache)
+            self._query_encoder = OnnxQueryEncoder.load(
+                model, location, cache, int8=self.query_backend == "onnx-int8"
+            )
         except Exception as err:  # noqa: BLE001 - queries stay on PyTorch, which always works
             log.warning(
-                "query embedding stays on PyTorch (retrieval.embedding.query_backend=onnx "
+                "query embedding stays on PyTorch (retrieval.embedding.query_backend=%s "
                 "could not be used: %s: %s)",
+                self.query_backend,
                 type(err).__name__,
                 err,
             )

@@ -91,6 +91,46 @@ def _export(encoder: Any, tokenizer: Any, input_names: list[str]) -> bytes:
     return buffer.getvalue()
 
 
+class _DropAdvice(logging.Filter):
+    """Drops the quantiser's advice to pre-process the graph (its symbolic shape inference
+    fails on this export and changed neither speed nor vectors when the rest was run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def _quantized(path: Path) -> Path:
+    """The export with 8-bit weights (dynamic quantisation), made once beside it.
+
+    ONNX Runtime's own dynamic quantisation: signed 8-bit weights with one scale per output
+    channel, activations quantised per call. About 2x faster for one question where the CPU
+    has 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI). The weights use 7 of the 8
+    bits (`reduce_range`): on AVX2 CPUs without VNNI, ONNX Runtime's 8-bit kernels can
+    saturate with full-range weights; the cost is cosine 0.9934 instead of 0.9944 to the float
+    model's vectors on average (docs/retrieval.md has the ranking effect).
+    """
+    target = path.with_name(f"{path.stem}-int8-7bit.onnx")
+    if target.is_file():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    scratch = path.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        advice = _DropAdvice()
+        logging.getLogger().addFilter(advice)  # the quantiser warns on the root logger
+        try:
+            quantize_dynamic(
+                path, scratch, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+            )
+        finally:
+            logging.getLogger().removeFilter(advice)
+        os.replace(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)
+    log.info("quantised the query encoder to %s", target)
+    return target
+
+
 class OnnxQueryEncoder:
     """Encodes query batches with ONNX Runtime; built by `load`, never half-initialised."""
 
@@ -106,9 +146,12 @@ class OnnxQueryEncoder:
 
     @classmethod
     def load(
-        cls, model: Any, model_dir: Path, cache_dir: Path, threads: int = 2
+        cls, model: Any, model_dir: Path, cache_dir: Path, threads: int = 2, int8: bool = False
     ) -> OnnxQueryEncoder:
-        """Export (or reuse the cached export of) `model`; raises when that is not possible."""
+        """Export (or reuse the cached export of) `model`; raises when that is not possible.
+
+        `int8`: run the export's matrix products on 8-bit weights (see `_quantized`).
+        """
         import onnxruntime
 
         encoder, pooling, normalise = _pipeline(model)
@@ -123,6 +166,8 @@ class OnnxQueryEncoder:
                 tmp.write(data)
             os.replace(tmp.name, path)  # readers see no file or the whole file
             log.info("exported the query encoder to %s", path)
+        if int8:
+            path = _quantized(path)
         options = onnxruntime.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.intra_op_num_threads = threads

@@ -90,3 +90,31 @@ def test_torch_backend_never_exports(tmp_path: Path) -> None:
     embedder = Embedder("all-MiniLM-L6-v2", query_backend="torch", onnx_cache_dir=tmp_path)
     embedder.embed_queries(QUESTIONS[:1])
     assert embedder._query_encoder is None and not list(tmp_path.iterdir())
+
+
+def test_int8_backend_quantises_once_and_stays_close(
+    onnx_embedder: Embedder, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = Embedder("all-MiniLM-L6-v2", query_backend="onnx-int8", onnx_cache_dir=cache)
+    vectors = embedder.embed_queries(QUESTIONS)
+    assert embedder._query_encoder is not None
+    [quantised] = cache.glob("*-int8-7bit.onnx")
+    assert (
+        quantised.stat().st_size
+        < 0.4 * next(p for p in cache.glob("*.onnx") if p != quantised).stat().st_size
+    )
+    assert not list(cache.glob("*.tmp"))
+    reference = onnx_embedder._encode(QUESTIONS)
+    cosine = (vectors * reference).sum(axis=1)
+    assert cosine.min() > 0.97, cosine  # close, but not the float model's vectors
+    assert not np.allclose(vectors, reference, atol=1e-4)
+
+    from onnxruntime import quantization
+
+    def no_quantising(*args: object, **kwargs: object) -> None:
+        raise AssertionError("quantised again although the cache holds the model")
+
+    monkeypatch.setattr(quantization, "quantize_dynamic", no_quantising)
+    model_dir = Path(_resolve_location("all-MiniLM-L6-v2"))
+    again = OnnxQueryEncoder.load(embedder.load(), model_dir, cache, int8=True)
+    np.testing.assert_allclose(again.encode(QUESTIONS), vectors, atol=1e-6)
