@@ -38,7 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from retrieval.embedding import Embedder, _resolve_location, default_onnx_cache
-from retrieval.query_encoder import OnnxQueryEncoder, _quantized, cache_key
+from retrieval.query_encoder import OnnxQueryEncoder, _cpu_has_vnni, _quantized, cache_key
 
 
 def questions() -> list[str]:
@@ -110,13 +110,14 @@ def _run(rounds: int, busy: int) -> None:
             hidden_size=config.hidden_size,
         ).save_model_to_file(str(fused_path))
         int8 = OnnxQueryEncoder.load(model, model_dir, default_onnx_cache(), int8=True)
-        int8_path = _quantized(exported)  # the file behind `int8`, already made
+        int8_path = _quantized(exported, _cpu_has_vnni())  # the file behind `int8`
         encoders = {
             "lorag encoder, 2 threads, no spinning": lorag,
             "8-bit weights (onnx-int8), 2 threads, no spinning": int8,
         }
         for label, path, threads, spinning in (
             ("8-bit weights, 1 thread", int8_path, 1, True),
+            ("7-bit weights (CPUs without VNNI), 2 threads", _quantized(exported, False), 2, False),
             ("lorag encoder, 1 thread", exported, 1, True),
             ("lorag encoder, 2 threads, spinning", exported, 2, True),
             ("transformer fusions, 1 thread", fused_path, 1, True),

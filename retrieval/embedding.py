@@ -72,7 +72,7 @@ class Embedder:
         model: str,
         device: str = "cpu",
         batch_size: int = 64,
-        query_backend: str = "onnx",
+        query_backend: str = "onnx-int8",
         onnx_cache_dir: Path | None = None,
         query_cache_size: int = 1024,
     ) -> None:
@@ -182,8 +182,8 @@ class Embedder:
         """Unit-length vectors for queries, shape (len(texts), dimension).
 
         Repeated questions (retries, evals, popular questions) come from a small LRU cache:
-        a hit costs microseconds instead of a model call (`query_backend`: ONNX Runtime on one
-        thread, or PyTorch).
+        a hit costs microseconds instead of a model call (`query_backend`: ONNX Runtime with
+        8-bit or float weights, or PyTorch).
         """
         with self._query_lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._query_cache))

@@ -7,7 +7,9 @@ second core is used for the few milliseconds of a question and left to the LLM e
 otherwise; that was the fastest configuration both on an idle 2-core machine and with
 another process computing (benchmarks/query_encoder.py, docs/retrieval.md). Documents keep
 going through sentence-transformers on PyTorch (batched, where eager overhead does not
-matter); the two give the same vectors to 1e-5.
+matter); the two give the same vectors to 1e-5. By default (`query_backend: onnx-int8`) the
+export's weights are then quantised to 8 bits, which halves a question's time again for
+vectors within cosine 0.98 and, on the benchmarks' manuals, the same hybrid rankings.
 
 The export is made from the loaded sentence-transformers model, cached on disk under a key
 of the model's files and the torch version, written atomically, and only for the shapes
@@ -99,17 +101,31 @@ class _DropAdvice(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def _quantized(path: Path) -> Path:
+def _cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has 8-bit dot-product instructions (AVX-512 VNNI or AVX-VNNI).
+
+    Read from Linux's /proc/cpuinfo; anywhere else the answer is a cautious False.
+    """
+    try:
+        flags = cpuinfo.read_text(errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def _quantized(path: Path, full_range: bool) -> Path:
     """The export with 8-bit weights (dynamic quantisation), made once beside it.
 
     ONNX Runtime's own dynamic quantisation: signed 8-bit weights with one scale per output
-    channel, activations quantised per call. About 2x faster for one question where the CPU
-    has 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI). The weights use 7 of the 8
-    bits (`reduce_range`): on AVX2 CPUs without VNNI, ONNX Runtime's 8-bit kernels can
-    saturate with full-range weights; the cost is cosine 0.9934 instead of 0.9944 to the float
-    model's vectors on average (docs/retrieval.md has the ranking effect).
+    channel, activations quantised per call; about 2x faster for one question. `full_range`
+    False keeps the weights to 7 bits (`reduce_range`), which CPUs without VNNI need: their
+    8-bit kernels add pairs of products in 16 bits and can saturate with full-range
+    weights. With VNNI (accumulation in 32 bits) all 8 bits are used: on the Valgrind
+    manual's questions full-range weights ranked exactly as the float model, 7-bit ones
+    lost one question of 93 at rank 1 (docs/retrieval.md).
     """
-    target = path.with_name(f"{path.stem}-int8-7bit.onnx")
+    suffix = "int8" if full_range else "int8-7bit"
+    target = path.with_name(f"{path.stem}-{suffix}.onnx")
     if target.is_file():
         return target
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -120,7 +136,11 @@ def _quantized(path: Path) -> Path:
         logging.getLogger().addFilter(advice)  # the quantiser warns on the root logger
         try:
             quantize_dynamic(
-                path, scratch, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+                path,
+                scratch,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=not full_range,
             )
         finally:
             logging.getLogger().removeFilter(advice)
@@ -132,11 +152,23 @@ def _quantized(path: Path) -> Path:
 
 
 class OnnxQueryEncoder:
-    """Encodes query batches with ONNX Runtime; built by `load`, never half-initialised."""
+    """Encodes query batches with ONNX Runtime; built by `load`, never half-initialised.
+
+    `one_at_a_time`: run each text as its own batch. The 8-bit model needs it: dynamic
+    quantisation scales the activations per call over the whole batch, padding included, so
+    a question's vector would otherwise depend on which questions shared its call.
+    """
 
     def __init__(
-        self, session: Any, tokenizer: Any, max_length: int, pooling: str, normalise: bool
+        self,
+        session: Any,
+        tokenizer: Any,
+        max_length: int,
+        pooling: str,
+        normalise: bool,
+        one_at_a_time: bool = False,
     ):
+        self._one_at_a_time = one_at_a_time
         self._session = session
         self._tokenizer = tokenizer
         self._max_length = max_length
@@ -167,7 +199,7 @@ class OnnxQueryEncoder:
             os.replace(tmp.name, path)  # readers see no file or the whole file
             log.info("exported the query encoder to %s", path)
         if int8:
-            path = _quantized(path)
+            path = _quantized(path, full_range=_cpu_has_vnni())
         options = onnxruntime.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.intra_op_num_threads = threads
@@ -176,10 +208,15 @@ class OnnxQueryEncoder:
         session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
-        return cls(session, tokenizer, int(model.max_seq_length), pooling, normalise)
+        return cls(session, tokenizer, int(model.max_seq_length), pooling, normalise, int8)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Vectors as sentence-transformers would give them, shape (len(texts), dimension)."""
+        if self._one_at_a_time and len(texts) > 1:
+            return np.concatenate([self._encode_batch([text]) for text in texts])
+        return self._encode_batch(texts)
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
         batch = self._tokenizer(
             texts, padding=True, truncation=True, max_length=self._max_length, return_tensors="np"
         )

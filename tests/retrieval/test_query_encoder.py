@@ -11,7 +11,7 @@ import pytest
 
 from retrieval import query_encoder
 from retrieval.embedding import Embedder, _resolve_location
-from retrieval.query_encoder import OnnxQueryEncoder, cache_key
+from retrieval.query_encoder import OnnxQueryEncoder, _cpu_has_vnni, cache_key
 
 QUESTIONS = [
     "What is the default value of --leak-check?",
@@ -98,7 +98,8 @@ def test_int8_backend_quantises_once_and_stays_close(
     embedder = Embedder("all-MiniLM-L6-v2", query_backend="onnx-int8", onnx_cache_dir=cache)
     vectors = embedder.embed_queries(QUESTIONS)
     assert embedder._query_encoder is not None
-    [quantised] = cache.glob("*-int8-7bit.onnx")
+    [quantised] = cache.glob("*-int8*.onnx")
+    assert quantised.name.endswith("-int8.onnx" if _cpu_has_vnni() else "-int8-7bit.onnx")
     assert (
         quantised.stat().st_size
         < 0.4 * next(p for p in cache.glob("*.onnx") if p != quantised).stat().st_size
@@ -108,6 +109,9 @@ def test_int8_backend_quantises_once_and_stays_close(
     cosine = (vectors * reference).sum(axis=1)
     assert cosine.min() > 0.97, cosine  # close, but not the float model's vectors
     assert not np.allclose(vectors, reference, atol=1e-4)
+    # a question's vector does not depend on the questions encoded in the same call
+    alone = np.concatenate([embedder._encode_queries([q]) for q in reversed(QUESTIONS)])
+    np.testing.assert_array_equal(alone[::-1], vectors)
 
     from onnxruntime import quantization
 
@@ -118,3 +122,14 @@ def test_int8_backend_quantises_once_and_stays_close(
     model_dir = Path(_resolve_location("all-MiniLM-L6-v2"))
     again = OnnxQueryEncoder.load(embedder.load(), model_dir, cache, int8=True)
     np.testing.assert_allclose(again.encode(QUESTIONS), vectors, atol=1e-6)
+
+
+def test_weight_range_follows_the_cpus_dot_product_instructions(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert not _cpu_has_vnni(cpuinfo)  # AVX2/AVX-512 without VNNI: 7-bit weights
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_int8\n")
+    assert _cpu_has_vnni(cpuinfo)
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx_vnni\n")
+    assert _cpu_has_vnni(cpuinfo)
+    assert not _cpu_has_vnni(tmp_path / "missing")  # not Linux: the cautious answer
