@@ -17,7 +17,7 @@ so a fixed floor keeps a question's top 10 the same whatever k asks for up to 15
 
 from __future__ import annotations
 
-import statistics
+import math
 from collections.abc import Sequence
 
 from retrieval.settings import FusionMethod
@@ -57,6 +57,17 @@ def rrf(lists: Sequence[Sequence[Scored]], limit: int, k: float = RRF_K) -> list
     return _ranked(scores, first, limit)
 
 
+def _mean_and_stdev(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation in float arithmetic (`statistics.stdev` computes
+    exactly with fractions: 0.24 ms per list of 60, half a millisecond per hybrid search)."""
+    if not values:
+        return 0.0, 0.0
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in values) / (len(values) - 1))
+
+
 def dbsf(lists: Sequence[Sequence[Scored]], limit: int) -> list[Scored]:
     """Distribution-based score fusion of scored lists; the best `limit`, best first.
 
@@ -65,9 +76,9 @@ def dbsf(lists: Sequence[Sequence[Scored]], limit: int) -> list[Scored]:
     scores: dict[str, float] = {}
     first: dict[str, Scored] = {}
     for points in lists:
-        values = [point.score for point in points]
-        spread = 6 * statistics.stdev(values) if len(values) > 1 else 0.0
-        low = statistics.fmean(values) - spread / 2 if values else 0.0
+        mean, stdev = _mean_and_stdev([point.score for point in points])
+        spread = 6 * stdev
+        low = mean - spread / 2
         for point in points:
             normalised = (point.score - low) / spread if spread > 0 else 0.5
             scores[point.id] = scores.get(point.id, 0.0) + normalised
