@@ -9,7 +9,8 @@ another process computing (benchmarks/query_encoder.py, docs/retrieval.md). Docu
 going through sentence-transformers on PyTorch (batched, where eager overhead does not
 matter); the two give the same vectors to 1e-5. By default (`query_backend: onnx-int8`) the
 export's weights are then quantised to 8 bits, which halves a question's time again for
-vectors within cosine 0.98 and, on the benchmarks' manuals, the same hybrid rankings.
+vectors within cosine 0.98 and hybrid rankings within one question on the benchmarks'
+manuals.
 
 The export is made from the loaded sentence-transformers model, cached on disk under a key
 of the model's files and the torch version, written atomically, and only for the shapes

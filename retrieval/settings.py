@@ -70,8 +70,8 @@ class EmbeddingSettings(BaseModel):
         "onnx-int8",
         description="how questions are embedded on CPU: the same model exported to ONNX "
         "Runtime with 8-bit weights, on 2 threads that sleep when idle (about 2x faster than "
-        "`onnx`, vectors within cosine 0.98 of it, the same rankings in the benchmarks), the "
-        "float export (`onnx`, about 2x faster than torch), or torch like documents; an ONNX "
+        "`onnx`, vectors within cosine 0.98 of it, hybrid rankings within one question of it "
+        "on the benchmark manuals), the float export (`onnx`, about 2x faster than torch), or torch like documents; an ONNX "
         "backend falls back to torch with a warning when the model cannot be exported",
     )
     onnx_cache_dir: Path | None = Field(
