@@ -44,7 +44,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "chunk128": {"chunking": {"max_tokens": 128, "overlap_tokens": 24}},
     "chunk64": {"chunking": {"max_tokens": 64, "overlap_tokens": 10}},
-    "float": {"embedding": {"query_backend": "onnx"}},  # questions on float weights
+    "int8": {"embedding": {"query_backend": "onnx-int8"}},  # questions on 8-bit weights
     "rrf2": {"fusion": "rrf", "rrf_k": 2.0},  # the default before DBSF
     "rrf61": {"fusion": "rrf", "rrf_k": 61.0},
     "rrf61-chunk128": {

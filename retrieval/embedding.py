@@ -72,7 +72,7 @@ class Embedder:
         model: str,
         device: str = "cpu",
         batch_size: int = 64,
-        query_backend: str = "onnx-int8",
+        query_backend: str = "onnx",
         onnx_cache_dir: Path | None = None,
         query_cache_size: int = 1024,
     ) -> None:

@@ -7,10 +7,10 @@ second core is used for the few milliseconds of a question and left to the LLM e
 otherwise; that was the fastest configuration both on an idle 2-core machine and with
 another process computing (benchmarks/query_encoder.py, docs/retrieval.md). Documents keep
 going through sentence-transformers on PyTorch (batched, where eager overhead does not
-matter); the two give the same vectors to 1e-5. By default (`query_backend: onnx-int8`) the
-export's weights are then quantised to 8 bits, which halves a question's time again for
-vectors within cosine 0.98 and hybrid rankings within one question on the benchmarks'
-manuals.
+matter); the two give the same vectors to 1e-5. With `query_backend: onnx-int8` the
+export's weights are then quantised to 8 bits, which cuts a question's time by a third or
+more for vectors within cosine 0.98 (docs/retrieval.md: not the default, because the
+changed order of near-tied chunks changed the adapters trained on them).
 
 The export is made from the loaded sentence-transformers model, cached on disk under a key
 of the model's files and the torch version, written atomically, and only for the shapes

