@@ -36,6 +36,9 @@ from retrieval.embedding import Embedder, _resolve_location, default_onnx_cache
 from retrieval.query_encoder import OnnxQueryEncoder, cache_key
 from retrieval.settings import RetrievalSettings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from query_encoder import session  # the encoder benchmark's session settings
+
 DOMAINS = ("acme-router", "northwind-policies")
 
 
@@ -51,16 +54,6 @@ def _variants(names: list[str]) -> dict[str, list[str]]:
         "first and last layer in float": [n for n in names if "layer.0/" in n or "layer.5/" in n],
         "whole FFN in float": [n for n in names if ffn_down(n) or "intermediate" in n],
     }
-
-
-def _session(path: Path):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.intra_op_num_threads = 2
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _answers(retriever: Retriever, items: dict[str, list[dict]]) -> tuple[int, int]:
@@ -121,7 +114,12 @@ def main() -> None:
                 nodes_to_exclude=keep_float,
             )
             encoder = OnnxQueryEncoder(
-                _session(path), model.tokenizer, int(model.max_seq_length), "mean", True, True
+                session(path, 2, spinning=False),
+                model.tokenizer,
+                int(model.max_seq_length),
+                "mean",
+                True,
+                True,
             )
             vectors = np.concatenate([encoder.encode([q]) for q in questions])
             cosine = (vectors * reference).sum(axis=1)
